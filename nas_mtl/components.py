@@ -1,0 +1,397 @@
+"""Component kinds: the sub-networks that sit on the nodes of a routing graph.
+
+Every kind builds a *batched* module that runs ``n`` independent instances at once, so a layer
+of sub-networks costs one batched matmul or one grouped convolution instead of a Python loop.
+Batched modules map ``(N, n, *in_shape) -> (N, n, *out_shape)``; ``N`` folds batch and task
+streams together. Adding a kind is one subclass and one ``COMPONENTS.register`` line; the test
+suite parametrizes over the registry.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from nas_mtl.errors import GraphError
+from nas_mtl.registry import Registry
+
+Shape = tuple[int, ...]
+
+ACTIVATIONS: dict[str, nn.Module] = {
+    "relu": nn.ReLU(),
+    "gelu": nn.GELU(),
+    "tanh": nn.Tanh(),
+    "sigmoid": nn.Sigmoid(),
+    "none": nn.Identity(),
+}
+
+
+def activation(name: str) -> nn.Module:
+    """Look up an activation by name with a message that lists the choices."""
+    if name not in ACTIVATIONS:
+        raise GraphError(f"unknown activation '{name}'; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+class ComponentKind(ABC):
+    """How to build, size and cost one kind of sub-network.
+
+    ``params`` are the node's ``params`` attribute; ``allowed_params`` drives validation so a
+    typo in a search-space file is an error, not a silently ignored key.
+    """
+
+    name: str
+    description: str
+    image: bool | None = None  # True: needs (C, H, W) input; False: needs flat input; None: both
+    allowed_params: frozenset[str] = frozenset()
+
+    def check(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> None:
+        unknown = set(params) - self.allowed_params
+        if unknown:
+            raise GraphError(
+                f"component kind '{self.name}' has no parameter(s) {sorted(unknown)}; "
+                f"allowed: {sorted(self.allowed_params)}"
+            )
+        if self.image is True and len(in_shape) != 3:
+            raise GraphError(f"component kind '{self.name}' needs image input, got {in_shape}")
+        if self.image is False and len(in_shape) != 1:
+            raise GraphError(f"component kind '{self.name}' needs flat input, got {in_shape}")
+
+    @abstractmethod
+    def out_shape(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> Shape: ...
+
+    @abstractmethod
+    def build(self, n: int, in_shape: Shape, width: int, params: Mapping[str, Any]) -> nn.Module:
+        """A module running ``n`` independent instances: (N, n, *in) -> (N, n, *out)."""
+
+    @abstractmethod
+    def macs(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int:
+        """Multiply-adds per example of one instance (analytic, so reports need no tracing)."""
+
+    @abstractmethod
+    def num_params(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int: ...
+
+
+COMPONENTS: Registry[ComponentKind] = Registry("component kind")
+
+
+def _uniform_(t: Tensor, fan_in: int) -> Tensor:
+    """nn.Linear / nn.Conv default scale: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    with torch.no_grad():
+        return t.uniform_(-bound, bound)
+
+
+class BatchedLinear(nn.Module):
+    """``n`` independent affine maps, weight (n, in, out).
+
+    When the input is the same for every instance (an expanded tensor with stride 0 on the
+    instance axis, as produced by a single fixed-gated source) the n maps fuse into one
+    ``(N, in) @ (in, n*out)`` matmul — the dense-MLP speed limit.
+    """
+
+    def __init__(self, n: int, d_in: int, d_out: int, bias: bool = True) -> None:
+        super().__init__()
+        self.n, self.d_in, self.d_out = n, d_in, d_out
+        self.weight = nn.Parameter(_uniform_(torch.empty(n, d_in, d_out), d_in))
+        self.bias = nn.Parameter(_uniform_(torch.empty(n, d_out), d_in)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, n, in) -> (N, n, out)
+        if x.stride(1) == 0 or self.n == 1:
+            w = self.weight.permute(1, 0, 2).reshape(self.d_in, self.n * self.d_out)
+            y = (x[:, 0] @ w).view(x.shape[0], self.n, self.d_out)
+        else:
+            y = torch.bmm(x.transpose(0, 1), self.weight).transpose(0, 1)  # (N, n, out)
+        return y if self.bias is None else y + self.bias
+
+    def select(self, idx: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self.weight[idx], None if self.bias is None else self.bias[idx]
+
+
+class BatchedMLP(nn.Module):
+    """A stack of BatchedLinear layers with an activation after each (also the last one)."""
+
+    def __init__(self, n: int, widths: Sequence[int], act: str, last_act: bool = True) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            BatchedLinear(n, a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.act = activation(act)
+        self.last_act = last_act
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if self.last_act or i < len(self.layers) - 1:
+                x = self.act(x)
+        return x
+
+
+class _MLPKind(ComponentKind):
+    name = "mlp"
+    description = "fully connected block: Linear+activation per width in hidden + [width]"
+    image = False
+    allowed_params = frozenset({"hidden", "activation"})
+
+    def _widths(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> list[int]:
+        return [in_shape[0], *params.get("hidden", []), width]
+
+    def out_shape(self, in_shape, width, params):
+        return (width,)
+
+    def build(self, n, in_shape, width, params):
+        return BatchedMLP(n, self._widths(in_shape, width, params), params.get("activation", "relu"))
+
+    def macs(self, in_shape, width, params):
+        w = self._widths(in_shape, width, params)
+        return sum(a * b for a, b in zip(w[:-1], w[1:], strict=True))
+
+    def num_params(self, in_shape, width, params):
+        w = self._widths(in_shape, width, params)
+        return sum(a * b + b for a, b in zip(w[:-1], w[1:], strict=True))
+
+
+class BiasActivation(nn.Module):
+    """Per-instance bias then nonlinearity; the weights live on the incoming edges."""
+
+    def __init__(self, n: int, width: int, act: str) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(n, width))
+        self.act = activation(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(x + self.bias)
+
+
+class _ActivationKind(ComponentKind):
+    name = "activation"
+    description = "bias + nonlinearity only: an SNR-Trans sub-network whose weights are its edges"
+    image = False
+    allowed_params = frozenset({"activation"})
+
+    def check(self, in_shape, width, params):
+        super().check(in_shape, width, params)
+        if in_shape[0] != width:
+            raise GraphError(f"an 'activation' component keeps its width: in {in_shape[0]}, out {width}")
+
+    def out_shape(self, in_shape, width, params):
+        return (width,)
+
+    def build(self, n, in_shape, width, params):
+        return BiasActivation(n, width, params.get("activation", "relu"))
+
+    def macs(self, in_shape, width, params):
+        return 0
+
+    def num_params(self, in_shape, width, params):
+        return width
+
+
+class StridedIdentity(nn.Module):
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride == 1 or x.dim() == 3:
+            return x
+        return x[..., :: self.stride, :: self.stride]
+
+
+class _IdentityKind(ComponentKind):
+    name = "identity"
+    description = "pass-through (a skip path); with stride s on images it subsamples"
+    image = None
+    allowed_params = frozenset({"stride"})
+
+    def check(self, in_shape, width, params):
+        super().check(in_shape, width, params)
+        if in_shape[0] != width:
+            raise GraphError(f"an 'identity' component keeps its width: in {in_shape[0]}, out {width}")
+
+    def out_shape(self, in_shape, width, params):
+        return _image_out(in_shape, width, params.get("stride", 1))
+
+    def build(self, n, in_shape, width, params):
+        return StridedIdentity(params.get("stride", 1))
+
+    def macs(self, in_shape, width, params):
+        return 0
+
+    def num_params(self, in_shape, width, params):
+        return 0
+
+
+def _image_out(in_shape: Shape, width: int, stride: int) -> Shape:
+    if len(in_shape) == 1:
+        return (width,)
+    _, h, w = in_shape
+    return (width, (h - 1) // stride + 1, (w - 1) // stride + 1)
+
+
+class GroupedConv(nn.Module):
+    """``n`` independent conv(+BN)+activation stacks as grouped convolutions (groups = n).
+
+    (N, n, C, H, W) reshapes to (N, n*C, H, W) without a copy, so a whole layer of same-kind
+    components is one cuDNN/oneDNN call.
+    """
+
+    def __init__(self, n: int, c_in: int, c_out: int, kernels: Sequence[tuple[int, int]],
+                 stride: int, norm: str, act: str) -> None:
+        super().__init__()
+        self.n = n
+        convs, norms = [], []
+        for i, (kh, kw) in enumerate(kernels):
+            s = stride if i == len(kernels) - 1 else 1
+            a = c_in if i == 0 else c_out
+            convs.append(nn.Conv2d(n * a, n * c_out, (kh, kw), stride=s,
+                                   padding=(kh // 2, kw // 2), groups=n, bias=norm == "none"))
+            norms.append(nn.BatchNorm2d(n * c_out) if norm == "batch" else nn.Identity())
+        self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
+        self.act = activation(act)
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, n, C, H, W)
+        N = x.shape[0]
+        y = x.reshape(N, -1, *x.shape[-2:])
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            y = norm(conv(y))
+            if i == len(self.convs) - 1:
+                y = self.act(y)
+        return y.view(N, self.n, -1, *y.shape[-2:])
+
+
+class _ConvKind(ComponentKind):
+    image = True
+    allowed_params = frozenset({"stride", "norm", "activation"})
+    kernels: tuple[tuple[int, int], ...] = ()
+
+    def __init__(self, name: str, kernels: tuple[tuple[int, int], ...], description: str) -> None:
+        self.name, self.kernels, self.description = name, kernels, description
+
+    def check(self, in_shape, width, params):
+        super().check(in_shape, width, params)
+        if params.get("norm", "batch") not in ("batch", "none"):
+            raise GraphError(f"conv 'norm' must be 'batch' or 'none', got {params['norm']!r}")
+
+    def out_shape(self, in_shape, width, params):
+        return _image_out(in_shape, width, params.get("stride", 1))
+
+    def build(self, n, in_shape, width, params):
+        return GroupedConv(n, in_shape[0], width, self.kernels, params.get("stride", 1),
+                           params.get("norm", "batch"), params.get("activation", "relu"))
+
+    def macs(self, in_shape, width, params):
+        _, h, w = self.out_shape(in_shape, width, params)
+        total, c = 0, in_shape[0]
+        for i, (kh, kw) in enumerate(self.kernels):
+            hh, ww = (h, w) if i == len(self.kernels) - 1 else in_shape[1:]
+            total += kh * kw * c * width * hh * ww
+            c = width
+        return total
+
+    def num_params(self, in_shape, width, params):
+        total, c = 0, in_shape[0]
+        for kh, kw in self.kernels:
+            total += kh * kw * c * width + 2 * width  # conv + BN affine (or bias)
+            c = width
+        return total
+
+
+class BatchedPool(nn.Module):
+    def __init__(self, mode: str, stride: int) -> None:
+        super().__init__()
+        self.mode, self.stride = mode, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        N, n = x.shape[:2]
+        y = x.reshape(N, -1, *x.shape[-2:])
+        if self.mode == "max":
+            y = F.max_pool2d(y, 3, self.stride, 1)
+        else:
+            y = F.avg_pool2d(y, 3, self.stride, 1, count_include_pad=False)
+        return y.view(N, n, -1, *y.shape[-2:])
+
+
+class _PoolKind(ComponentKind):
+    image = True
+    allowed_params = frozenset({"stride"})
+
+    def __init__(self, name: str, mode: str) -> None:
+        self.name, self.mode = name, mode
+        self.description = f"3x3 {mode} pooling (no weights); keeps channels"
+
+    def check(self, in_shape, width, params):
+        super().check(in_shape, width, params)
+        if in_shape[0] != width:
+            raise GraphError(f"'{self.name}' keeps its channels: in {in_shape[0]}, out {width}")
+
+    def out_shape(self, in_shape, width, params):
+        return _image_out(in_shape, width, params.get("stride", 1))
+
+    def build(self, n, in_shape, width, params):
+        return BatchedPool(self.mode, params.get("stride", 1))
+
+    def macs(self, in_shape, width, params):
+        return 0
+
+    def num_params(self, in_shape, width, params):
+        return 0
+
+
+for _kind in (
+    _MLPKind(),
+    _ActivationKind(),
+    _IdentityKind(),
+    _ConvKind("conv3x3", ((3, 3),), "3x3 convolution + batch norm + activation"),
+    _ConvKind("conv5x5", ((5, 5),), "5x5 convolution + batch norm + activation"),
+    _ConvKind("conv1x7_7x1", ((1, 7), (7, 1)), "1x7 then 7x1 convolution + batch norm + activation"),
+    _PoolKind("maxpool3x3", "max"),
+    _PoolKind("avgpool3x3", "avg"),
+):
+    COMPONENTS.register(_kind.name, _kind.description)(_kind)
+
+
+class BatchedTowers(nn.Module):
+    """Task towers (MLP heads), batched over heads; output widths padded to the widest head.
+
+    Padding lets towers of tasks with different class counts share one bmm; padded columns
+    are sliced off before any loss, so they receive no gradient and are not counted.
+    """
+
+    def __init__(self, n: int, d_in: int, hidden: Sequence[int], out_dims: Sequence[int],
+                 act: str) -> None:
+        super().__init__()
+        self.out_dims = list(out_dims)
+        widths = [d_in, *hidden]
+        self.hidden = nn.ModuleList(
+            BatchedLinear(n, a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.act = activation(act)
+        self.out = BatchedLinear(n, widths[-1], max(self.out_dims))
+        with torch.no_grad():  # re-scale the live part of the padded output layer exactly
+            for i, d in enumerate(self.out_dims):
+                self.out.weight[i, :, d:] = 0
+                self.out.bias[i, d:] = 0
+
+    def forward(self, x: Tensor, idx: Tensor) -> Tensor:  # x (N, k, d_in), idx (k,) head ids
+        for layer in self.hidden:
+            w, b = layer.select(idx)
+            x = self.act(torch.bmm(x.transpose(0, 1), w).transpose(0, 1) + b)
+        w, b = self.out.select(idx)
+        return torch.bmm(x.transpose(0, 1), w).transpose(0, 1) + b  # (N, k, max_out)
+
+
+def tower_macs(d_in: int, hidden: Sequence[int], out_dim: int) -> int:
+    w = [d_in, *hidden, out_dim]
+    return sum(a * b for a, b in zip(w[:-1], w[1:], strict=True))
+
+
+def tower_params(d_in: int, hidden: Sequence[int], out_dim: int) -> int:
+    w = [d_in, *hidden, out_dim]
+    return sum(a * b + b for a, b in zip(w[:-1], w[1:], strict=True))

@@ -1,0 +1,372 @@
+"""Gates: the learnable coding variables on routing-graph edges.
+
+One gate module serves one *block* (the edges from J source nodes into C destination nodes of
+one layer that share a gate kind) and returns every edge value as one tensor
+``G`` of shape ``(S_g, B_g, J, C)``: ``S_g`` is 1 for gates shared by all tasks or the number
+of task streams, ``B_g`` is 1 unless the gate depends on the example. Missing edges are 0.
+
+All gates share one small interface:
+    forward(ctx)        sample in training, deterministic value in eval
+    penalty()           named sparsity/budget terms for the search objective
+    open_probability()  P(edge open), (T or 1, J, C)
+    decisions()         the discrete architecture, bool (T or 1, J, C)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from nas_mtl.errors import GraphError
+from nas_mtl.registry import Registry
+
+
+@dataclass(frozen=True)
+class BlockEdges:
+    """What a gate module needs to know about the edges it gates."""
+
+    src: tuple[str, ...]  # J source nodes
+    dst: tuple[str, ...]  # C destination nodes
+    mask: Tensor  # (J, C) bool: edge exists
+    groups: tuple[tuple[str | None, ...], ...]  # (J, C) tying ids; None where no edge
+    params: Mapping[str, Any]
+    scope: str  # "shared" | "task"
+    tasks: tuple[str, ...]  # every task of the graph, in order
+    input_dim: int  # flattened input size, for input-conditioned gates
+
+
+@dataclass
+class GateContext:
+    """Per-forward information: which task each stream is, and the (flat) network input."""
+
+    stream_tasks: Tensor  # (S,) long: task index of each stream (all tasks if input is shared)
+    x_flat: Tensor | None = None  # (S_x, B, input_dim)
+
+
+class Gate(nn.Module):
+    """Base class; subclasses set ``PARAMS`` (allowed params with defaults)."""
+
+    PARAMS: Mapping[str, Any] = {}
+    penalty_name: str | None = None
+
+    def __init__(self, edges: BlockEdges) -> None:
+        super().__init__()
+        unknown = set(edges.params) - set(self.PARAMS)
+        if unknown:
+            raise GraphError(f"gate kind '{self.kind}' has no parameter(s) {sorted(unknown)}; "
+                             f"allowed: {sorted(self.PARAMS)}")
+        self.p = {**self.PARAMS, **edges.params}
+        self.scope = edges.scope
+        self.n_tasks = len(edges.tasks)
+        self.register_buffer("mask", edges.mask.float(), persistent=False)
+
+    kind = "gate"
+
+    @property
+    def static_ones(self) -> bool:
+        """True when every existing edge is a constant 1 (lets the supernet skip the multiply)."""
+        return False
+
+    def set_step(self, step: int) -> None:
+        """Temperature schedules read the global training step; most gates ignore it."""
+
+    def forward(self, ctx: GateContext) -> Tensor:
+        raise NotImplementedError
+
+    def penalty(self) -> Tensor:
+        return self.mask.new_zeros(())
+
+    def open_probability(self) -> Tensor:
+        return self.mask.unsqueeze(0)
+
+    def decisions(self) -> Tensor:
+        return self.mask.unsqueeze(0).bool()
+
+    def entropy(self) -> Tensor:
+        """Mean binary entropy of P(open) over existing edges (nats); 0 for certain gates."""
+        p = self.open_probability().clamp(1e-6, 1 - 1e-6)
+        h = -(p * p.log() + (1 - p) * (1 - p).log()) * self.mask
+        return h.sum() / (self.mask.sum() * p.shape[0]).clamp(min=1)
+
+
+GATES: Registry[type[Gate]] = Registry("gate kind")
+
+
+def _var_index(edges: BlockEdges) -> tuple[Tensor, int]:
+    """Map each edge to a variable id (edges with the same group share one variable)."""
+    ids: dict[str, int] = {}
+    index = torch.full(edges.mask.shape, -1, dtype=torch.long)
+    for j, row in enumerate(edges.groups):
+        for c, grp in enumerate(row):
+            if grp is not None:
+                index[j, c] = ids.setdefault(grp, len(ids))
+    return index, len(ids)
+
+
+def _task_select(values: Tensor, ctx: GateContext) -> Tensor:
+    """Rows of a per-task tensor (T, ...) for the streams of this forward."""
+    return values.index_select(0, ctx.stream_tasks)
+
+
+@GATES.register("fixed", "constant gate values (0/1 or weights); baselines and derived models")
+class FixedGate(Gate):
+    """Constant edge values: ``value`` for all tasks, or ``values`` {task: v} with task scope.
+
+    ``normalize`` divides each destination's values by max(sum, 1), the Gumbel-Matrix
+    "average of active components" rule, so a derived architecture computes the same function.
+    """
+
+    kind = "fixed"
+    PARAMS = {"value": 1.0, "values": None, "normalize": False, "_grid": None}
+
+    def __init__(self, edges: BlockEdges) -> None:
+        super().__init__(edges)
+        J, C = edges.mask.shape
+        if self.scope == "task":
+            per_task = torch.zeros(self.n_tasks, J, C)
+            # each edge may carry its own per-task values in its gate params; the block builder
+            # passes them as a (J, C) grid of dicts under the private key "_grid"
+            grid = self.p.get("_grid")
+            for j in range(J):
+                for c in range(C):
+                    if not edges.mask[j, c]:
+                        continue
+                    vals = grid[j][c] if grid is not None else self.p["values"]
+                    if not isinstance(vals, Mapping):
+                        raise GraphError("a task-scoped fixed gate needs 'values' = {task: value}")
+                    for t, task in enumerate(edges.tasks):
+                        per_task[t, j, c] = float(vals.get(task, 0.0))
+            values = per_task
+        else:
+            grid = self.p.get("_grid")
+            values = torch.zeros(1, J, C)
+            for j in range(J):
+                for c in range(C):
+                    if edges.mask[j, c]:
+                        v = grid[j][c] if grid is not None else self.p["value"]
+                        values[0, j, c] = float(v)
+        if self.p["normalize"]:
+            values = values / values.sum(dim=1, keepdim=True).clamp(min=1.0)
+        self.register_buffer("values", values, persistent=False)  # (T or 1, J, C)
+
+    @property
+    def static_ones(self) -> bool:
+        return self.scope == "shared" and bool(torch.equal(self.values[0], self.mask))
+
+    def forward(self, ctx: GateContext) -> Tensor:
+        v = self.values if self.scope == "shared" else _task_select(self.values, ctx)
+        return v.unsqueeze(1)  # (S_g, 1, J, C)
+
+    def open_probability(self) -> Tensor:
+        return (self.values != 0).float()
+
+    def decisions(self) -> Tensor:
+        return self.values != 0
+
+
+@GATES.register("hard_concrete", "SNR coding variables: hard-concrete / L0 gates (Louizos 2018)")
+class HardConcreteGate(Gate):
+    """Hard-concrete relaxation of Bernoulli gates, SPEC §1 (Louizos et al. 2018; SNR, Ma 2019).
+
+    Training: z = clamp(sigmoid((log u - log(1-u) + log α)/β)·(ζ-γ)+γ, 0, 1) with fresh noise
+    per forward (per batch, or per example with ``noise = "example"``). Eval: the deterministic
+    ẑ = clamp(sigmoid(log α)·(ζ-γ)+γ, 0, 1); an edge is pruned when ẑ = 0.
+    """
+
+    kind = "hard_concrete"
+    penalty_name = "l0"
+    PARAMS = {"beta": 2 / 3, "gamma": -0.1, "zeta": 1.1, "init_mean": 1.0, "init_std": 0.01,
+              "noise": "batch"}
+
+    def __init__(self, edges: BlockEdges) -> None:
+        super().__init__(edges)
+        if not self.p["gamma"] < 0 < 1 < self.p["zeta"]:
+            raise GraphError(f"hard_concrete needs gamma < 0 and zeta > 1, got "
+                             f"gamma={self.p['gamma']}, zeta={self.p['zeta']}")
+        if self.p["noise"] not in ("batch", "example"):
+            raise GraphError(f"hard_concrete noise must be 'batch' or 'example', "
+                             f"got {self.p['noise']!r}")
+        index, n_vars = _var_index(edges)
+        self.register_buffer("index", index.clamp(min=0), persistent=False)
+        rows = self.n_tasks if self.scope == "task" else 1
+        self.log_alpha = nn.Parameter(
+            torch.randn(rows, n_vars) * self.p["init_std"] + self.p["init_mean"])
+
+    def _edge(self, per_var: Tensor) -> Tensor:  # (..., n_vars) -> (..., J, C) masked
+        return per_var[..., self.index] * self.mask
+
+    def _rows(self, ctx: GateContext) -> Tensor:
+        return self.log_alpha if self.scope == "shared" else _task_select(self.log_alpha, ctx)
+
+    def forward(self, ctx: GateContext) -> Tensor:
+        beta, gamma, zeta = self.p["beta"], self.p["gamma"], self.p["zeta"]
+        log_alpha = self._rows(ctx)  # (S_g, n_vars)
+        if not self.training:
+            z = (torch.sigmoid(log_alpha) * (zeta - gamma) + gamma).clamp(0, 1)
+            return self._edge(z).unsqueeze(1)
+        if self.p["noise"] == "example" and ctx.x_flat is not None:
+            shape = (log_alpha.shape[0], ctx.x_flat.shape[1], log_alpha.shape[1])
+            log_alpha = log_alpha.unsqueeze(1)
+        else:
+            shape = (log_alpha.shape[0], 1, log_alpha.shape[1])
+            log_alpha = log_alpha.unsqueeze(1)
+        u = torch.rand(shape, device=log_alpha.device).clamp(1e-6, 1 - 1e-6)
+        s = torch.sigmoid((u.log() - (-u).log1p() + log_alpha) / beta)
+        z = (s * (zeta - gamma) + gamma).clamp(0, 1)
+        return self._edge(z)  # (S_g, B_g, J, C)
+
+    def expected_open(self) -> Tensor:
+        """P(z ≠ 0) per variable: sigmoid(log α − β log(−γ/ζ)), (rows, n_vars)."""
+        shift = self.p["beta"] * math.log(-self.p["gamma"] / self.p["zeta"])
+        return torch.sigmoid(self.log_alpha - shift)
+
+    def penalty(self) -> Tensor:
+        """Expected L0 norm: the expected number of non-zero gates, summed over edges."""
+        return self._edge(self.expected_open()).sum()
+
+    def open_probability(self) -> Tensor:
+        return self._edge(self.expected_open())
+
+    def decisions(self) -> Tensor:
+        gamma, zeta = self.p["gamma"], self.p["zeta"]
+        z = (torch.sigmoid(self.log_alpha) * (zeta - gamma) + gamma).clamp(0, 1)
+        return self._edge(z) > 0
+
+
+def gumbel_temperature(step: int, tau0: float = 50.0, tau_min: float = 0.5) -> float:
+    """Gumbel-Matrix schedule τ = max(τ_min, τ_0 / sqrt(step + 1)) (SPEC §2)."""
+    return max(tau_min, tau0 / math.sqrt(step + 1))
+
+
+@GATES.register("gumbel", "Gumbel-Matrix per-task on/off allocation, straight-through Gumbel")
+class GumbelGate(Gate):
+    """Per-task binary allocation of components (Maziarz et al. 2019, SPEC §2).
+
+    Variables are tied per group (default: the source component), so one logit pair
+    L[t, c] = (on, off) decides whether component c serves task t. Training samples
+    y = one_hot(argmax) − stopgrad(y_soft) + y_soft; eval is greedy (P(on) > 0.5). Each
+    destination averages its active inputs: a_c = y_c / max(Σ_c y_c, 1).
+    """
+
+    kind = "gumbel"
+    penalty_name = "budget"
+    PARAMS = {"p0": 0.5, "tau0": 50.0, "tau_min": 0.5, "budget": None}
+
+    def __init__(self, edges: BlockEdges) -> None:
+        super().__init__(edges)
+        if self.scope != "task":
+            raise GraphError("gumbel gates allocate components per task: use scope = 'task'")
+        if not 0 < self.p["p0"] < 1:
+            raise GraphError(f"gumbel p0 must be in (0, 1), got p0={self.p['p0']}")
+        index, n_vars = _var_index(edges)
+        self.register_buffer("index", index.clamp(min=0), persistent=False)
+        init = torch.tensor([math.log(self.p["p0"]), math.log(1 - self.p["p0"])])
+        self.logits = nn.Parameter(init.repeat(self.n_tasks, n_vars, 1))  # (T, n_vars, 2)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=True)
+
+    @property
+    def temperature(self) -> float:
+        return gumbel_temperature(int(self.step), self.p["tau0"], self.p["tau_min"])
+
+    def set_step(self, step: int) -> None:
+        self.step.fill_(step)
+
+    def _combine(self, y_on: Tensor) -> Tensor:  # (S, n_vars) -> (S, 1, J, C)
+        g = y_on[:, self.index] * self.mask
+        return (g / g.sum(dim=1, keepdim=True).clamp(min=1.0)).unsqueeze(1)
+
+    def forward(self, ctx: GateContext) -> Tensor:
+        logits = _task_select(self.logits, ctx)  # (S, n_vars, 2)
+        if not self.training:
+            return self._combine((logits.softmax(-1)[..., 0] > 0.5).float())
+        u = torch.rand_like(logits).clamp(1e-10, 1 - 1e-10)
+        g = -torch.log(-torch.log(u))
+        y_soft = ((logits + g) / self.temperature).softmax(-1)
+        y_hard = F.one_hot(y_soft.argmax(-1), 2).to(y_soft.dtype)
+        y = y_hard - y_soft.detach() + y_soft
+        return self._combine(y[..., 0])
+
+    def probability_on(self) -> Tensor:
+        """P_t,c(on), (T, n_vars)."""
+        return self.logits.softmax(-1)[..., 0]
+
+    def penalty(self) -> Tensor:
+        """Budget term Σ_t max(0, mean_c P_t,c(on) − budget); zero when no budget is set."""
+        if self.p["budget"] in (None, False):
+            return self.logits.new_zeros(())
+        return (self.probability_on().mean(dim=1) - self.p["budget"]).clamp(min=0).sum()
+
+    def open_probability(self) -> Tensor:
+        return self.probability_on()[:, self.index] * self.mask
+
+    def decisions(self) -> Tensor:
+        return (self.probability_on() > 0.5)[:, self.index] & self.mask.bool()
+
+
+@GATES.register("softmax", "MMoE/OMoE input-conditioned softmax gates over incoming edges")
+class SoftmaxGate(Gate):
+    """g_k(x) = softmax(W_gk x) over the edges into each destination (MMoE, Ma et al. 2018).
+
+    Task scope: one gate network per destination (MMoE); shared scope: one network serves all
+    destinations (OMoE). Gate networks are model weights that a derived model keeps.
+    """
+
+    kind = "softmax"
+    PARAMS = {"condition": "input"}
+
+    def __init__(self, edges: BlockEdges) -> None:
+        super().__init__(edges)
+        if self.p["condition"] != "input":
+            raise GraphError("softmax gates are conditioned on the network input: "
+                             "condition = 'input'")
+        J, C = edges.mask.shape
+        self.J, self.C = J, C
+        self.n_nets = C if self.scope == "task" else 1
+        self.net = nn.Linear(edges.input_dim, self.n_nets * J)
+        neg = torch.where(edges.mask, 0.0, float("-inf"))
+        self.register_buffer("neg_mask", neg, persistent=False)  # (J, C)
+
+    def forward(self, ctx: GateContext) -> Tensor:
+        assert ctx.x_flat is not None
+        S, B, _ = ctx.x_flat.shape
+        logits = self.net(ctx.x_flat).view(S, B, self.n_nets, self.J).transpose(-1, -2)
+        logits = logits.expand(S, B, self.J, self.C) + self.neg_mask  # (S, B, J, C)
+        return logits.softmax(dim=2) * self.mask
+
+    def open_probability(self) -> Tensor:
+        return self.mask.unsqueeze(0)
+
+
+def edges_for_block(src: Sequence[str], dst: Sequence[str], edge_data: Mapping[tuple[str, str], Any],
+                    tasks: Sequence[str], input_dim: int) -> BlockEdges:
+    """Collect the gate description of every edge src[j] -> dst[c] into a BlockEdges."""
+    J, C = len(src), len(dst)
+    mask = torch.zeros(J, C, dtype=torch.bool)
+    groups: list[list[str | None]] = [[None] * C for _ in range(J)]
+    first: Mapping[str, Any] | None = None
+    for j, u in enumerate(src):
+        for c, v in enumerate(dst):
+            data = edge_data.get((u, v))
+            if data is None:
+                continue
+            mask[j, c] = True
+            gate = data["gate"]
+            first = first or gate
+            default = u if gate["kind"] == "gumbel" else f"{u}->{v}"
+            groups[j][c] = gate.get("group") or default
+    assert first is not None
+    params = dict(first.get("params", {}))
+    if first["kind"] == "fixed":
+        key = "values" if first["scope"] == "task" else "value"
+        grid = [[(edge_data[(u, v)]["gate"]["params"].get(key, 1.0 if key == "value" else None)
+                  if mask[j, c] else None) for c, v in enumerate(dst)] for j, u in enumerate(src)]
+        params["_grid"] = grid
+    return BlockEdges(src=tuple(src), dst=tuple(dst), mask=mask,
+                      groups=tuple(tuple(r) for r in groups), params=params,
+                      scope=first["scope"], tasks=tuple(tasks), input_dim=input_dim)

@@ -1,0 +1,277 @@
+"""The routing graph: one ``networkx.DiGraph`` that expresses every sharing architecture.
+
+Nodes are the input, components (sub-networks) in layers, and one head (tower) per task.
+Every edge carries a gate description and a transform, so Shared-Bottom, no-sharing, MMoE,
+SNR-Trans/Aver and Gumbel-Matrix are the same object with different attributes.
+
+Node attributes (constants below):
+    role      "input" | "component" | "head"
+    layer     int; 0 for the input, heads after the last component layer
+    kind      component kind (see ``COMPONENTS``); "tower" for heads
+    width     output width (features or channels); a head's width is its task's output size
+    in_width  input width when the incoming edges are linear transforms (default: width)
+    params    kind-specific dict (hidden sizes, stride, activation, ...)
+    task      task name (heads only)
+    shape     input shape as a list (input node only)
+
+Edge attributes:
+    gate       {"kind", "scope": "shared"|"task", "group", "params"}
+    transform  "identity" | "linear"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from networkx.readwrite import json_graph
+
+from nas_mtl.components import COMPONENTS, Shape
+from nas_mtl.errors import GraphError
+
+INPUT = "input"
+ROLES = ("input", "component", "head")
+TRANSFORMS = ("identity", "linear")
+GATE_SCOPES = ("shared", "task")
+FORMAT = "nas-mtl/routing-graph"
+FORMAT_VERSION = 1
+
+
+def head_id(task: str) -> str:
+    return f"head:{task}"
+
+
+def new_graph(input_shape: Shape, tasks: Mapping[str, int], name: str = "custom") -> nx.DiGraph:
+    """An empty routing graph with its input node; ``tasks`` maps task name to output size."""
+    g = nx.DiGraph(format=FORMAT, version=FORMAT_VERSION, name=name,
+                   input_shape=list(input_shape), tasks=list(tasks))
+    g.add_node(INPUT, role="input", layer=0, width=int(input_shape[0]), shape=list(input_shape))
+    g.graph["out_dims"] = {t: int(d) for t, d in tasks.items()}
+    return g
+
+
+def add_component(g: nx.DiGraph, node: str, kind: str, width: int, layer: int | None = None,
+                  in_width: int | None = None, **params: Any) -> str:
+    attrs: dict[str, Any] = {"role": "component", "kind": kind, "width": int(width),
+                             "params": dict(params)}
+    if layer is not None:
+        attrs["layer"] = int(layer)
+    if in_width is not None:
+        attrs["in_width"] = int(in_width)
+    g.add_node(node, **attrs)
+    return node
+
+
+def add_head(g: nx.DiGraph, task: str, hidden: list[int] | tuple[int, ...] = (),
+             in_width: int | None = None, activation: str = "relu") -> str:
+    node = head_id(task)
+    attrs: dict[str, Any] = {"role": "head", "kind": "tower", "task": task,
+                             "width": g.graph["out_dims"][task],
+                             "params": {"hidden": list(hidden), "activation": activation}}
+    if in_width is not None:
+        attrs["in_width"] = int(in_width)
+    g.add_node(node, **attrs)
+    return node
+
+
+def gate_spec(kind: str = "fixed", scope: str = "shared", group: str | None = None,
+              **params: Any) -> dict[str, Any]:
+    return {"kind": kind, "scope": scope, "group": group, "params": dict(params)}
+
+
+def connect(g: nx.DiGraph, src: str, dst: str, gate: Mapping[str, Any] | None = None,
+            transform: str = "identity") -> None:
+    g.add_edge(src, dst, gate=dict(gate or gate_spec()), transform=transform)
+
+
+def heads(g: nx.DiGraph) -> list[str]:
+    """Head nodes in task order."""
+    return [head_id(t) for t in g.graph["tasks"]]
+
+
+def components(g: nx.DiGraph) -> list[str]:
+    return [n for n, r in g.nodes(data="role") if r == "component"]
+
+
+def assign_layers(g: nx.DiGraph) -> None:
+    """Give nodes without a ``layer`` the longest-path depth; heads go after the last layer."""
+    depth: dict[str, int] = {}
+    for n in nx.topological_sort(g):
+        preds = list(g.predecessors(n))
+        depth[n] = 0 if not preds else 1 + max(depth[p] for p in preds)
+    for n, data in g.nodes(data=True):
+        if data.get("role") == "component" and "layer" not in data:
+            data["layer"] = depth[n]
+    last = max((d["layer"] for _, d in g.nodes(data=True) if d["role"] == "component"), default=0)
+    for n in heads(g):
+        if n in g:
+            g.nodes[n]["layer"] = last + 1
+
+
+def in_shape(g: nx.DiGraph, node: str, shapes: Mapping[str, Shape]) -> Shape:
+    """The shape a node receives: its sources' shape, or (in_width,) through linear edges."""
+    data = g.nodes[node]
+    edges = list(g.in_edges(node, data=True))
+    if edges and edges[0][2]["transform"] == "linear":
+        return (int(data.get("in_width", data["width"])),)
+    return shapes[edges[0][0]]
+
+
+def infer_shapes(g: nx.DiGraph) -> dict[str, Shape]:
+    """Output shape of every node, in topological order (the graph must be valid)."""
+    shapes: dict[str, Shape] = {INPUT: tuple(g.nodes[INPUT]["shape"])}
+    for n in nx.topological_sort(g):
+        if n == INPUT:
+            continue
+        data = g.nodes[n]
+        if data["role"] == "head":
+            shapes[n] = (data["width"],)
+            continue
+        shapes[n] = COMPONENTS.get(data["kind"]).out_shape(
+            in_shape(g, n, shapes), data["width"], data.get("params", {}))
+    return shapes
+
+
+def validate(g: nx.DiGraph) -> dict[str, Shape]:
+    """Check every rule a supernet relies on; return the node output shapes.
+
+    Errors name the node or edge and the fix, because graphs often come from user files.
+    """
+    from nas_mtl.gates import GATES  # local: gates import graph constants
+
+    if INPUT not in g or g.nodes[INPUT].get("role") != "input":
+        raise GraphError(f"the graph needs an input node named '{INPUT}' with role 'input'")
+    if not nx.is_directed_acyclic_graph(g):
+        cycle = " -> ".join(str(u) for u, _ in nx.find_cycle(g))
+        raise GraphError(f"the routing graph has a cycle: {cycle}; edges must point forward")
+    tasks = list(g.graph.get("tasks", []))
+    if not tasks:
+        raise GraphError("the graph names no tasks (graph attribute 'tasks')")
+    for n, data in g.nodes(data=True):
+        role = data.get("role")
+        if role not in ROLES:
+            raise GraphError(f"node '{n}' has role {role!r}; expected one of {ROLES}")
+        if role == "component":
+            COMPONENTS.get(data.get("kind", "<missing>"))
+            if not g.in_degree(n):
+                raise GraphError(f"component '{n}' has no incoming edge")
+        if role == "head":
+            if data.get("task") not in tasks or n != head_id(data["task"]):
+                raise GraphError(f"head '{n}' must be named 'head:<task>' for a task in {tasks}")
+            if g.out_degree(n):
+                raise GraphError(f"head '{n}' has outgoing edges; heads are the graph's sinks")
+    for t in tasks:
+        h = head_id(t)
+        if h not in g:
+            raise GraphError(f"task '{t}' has no head node '{h}'")
+        if not nx.has_path(g, INPUT, h):
+            raise GraphError(f"the head of task '{t}' is unreachable from the input")
+    for u, v, data in g.edges(data=True):
+        if data.get("transform") not in TRANSFORMS:
+            raise GraphError(f"edge {u} -> {v}: transform {data.get('transform')!r} "
+                             f"is not one of {TRANSFORMS}")
+        gate = data.get("gate") or {}
+        GATES.get(gate.get("kind", "<missing>"))
+        if gate.get("scope") not in GATE_SCOPES:
+            raise GraphError(f"edge {u} -> {v}: gate scope {gate.get('scope')!r} "
+                             f"is not one of {GATE_SCOPES}")
+        if g.nodes[v]["role"] == "input":
+            raise GraphError(f"edge {u} -> {v} points into the input")
+    if any("layer" not in d for _, d in g.nodes(data=True)):
+        assign_layers(g)
+    for u, v in g.edges():
+        if g.nodes[u]["layer"] >= g.nodes[v]["layer"]:
+            raise GraphError(f"edge {u} -> {v} goes from layer {g.nodes[u]['layer']} "
+                             f"to layer {g.nodes[v]['layer']}; edges must go to a later layer")
+    for n in g.nodes:
+        edges = list(g.in_edges(n, data=True))
+        kinds = {(d["transform"], d["gate"]["kind"], d["gate"]["scope"]) for _, _, d in edges}
+        if len(kinds) > 1:
+            raise GraphError(f"node '{n}': all incoming edges need the same transform and gate "
+                             f"kind/scope, got {sorted(kinds)}")
+    shapes: dict[str, Shape] = {INPUT: tuple(g.nodes[INPUT]["shape"])}
+    for n in nx.topological_sort(g):
+        if n == INPUT:
+            continue
+        data = g.nodes[n]
+        edges = list(g.in_edges(n, data=True))
+        linear = edges[0][2]["transform"] == "linear"
+        for u, _, _ in edges:
+            if linear and len(shapes[u]) != 1:
+                raise GraphError(f"edge {u} -> {n}: linear transforms need flat inputs, "
+                                 f"got shape {shapes[u]}; use identity edges between images")
+        want = in_shape(g, n, shapes) if not linear else None
+        if data["role"] == "head":
+            want_w = data.get("in_width")
+            if not linear:
+                for u, _, _ in edges:
+                    if shapes[u] != shapes[edges[0][0]]:
+                        raise GraphError(f"identity edges into '{n}' join different shapes "
+                                         f"{shapes[u]} and {shapes[edges[0][0]]}")
+                if want_w is not None and want_w != shapes[edges[0][0]][0]:
+                    raise GraphError(f"head '{n}' declares in_width {want_w} but its identity "
+                                     f"edges bring width {shapes[edges[0][0]][0]}")
+            shapes[n] = (data["width"],)
+            continue
+        for u, _, _ in edges:
+            if not linear and shapes[u] != want:
+                raise GraphError(
+                    f"identity edge {u} -> {n} joins width {shapes[u]} to {want}; identity "
+                    f"edges need equal widths (use a linear transform or matching widths)")
+        kind = COMPONENTS.get(data["kind"])
+        shape_in = in_shape(g, n, shapes)
+        kind.check(shape_in, data["width"], data.get("params", {}))
+        shapes[n] = kind.out_shape(shape_in, data["width"], data.get("params", {}))
+    return shapes
+
+
+def to_json(g: nx.DiGraph) -> dict[str, Any]:
+    """A versioned, lossless JSON document (networkx node-link)."""
+    data = json_graph.node_link_data(g, edges="edges")
+    data["graph"] = dict(g.graph)
+    return data
+
+
+def from_json(data: Mapping[str, Any]) -> nx.DiGraph:
+    meta = data.get("graph", {})
+    if meta.get("format") != FORMAT:
+        raise GraphError(f"not a nas-mtl routing graph (format {meta.get('format')!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise GraphError(f"routing graph version {meta.get('version')} is not supported "
+                         f"(this nas-mtl reads version {FORMAT_VERSION})")
+    return json_graph.node_link_graph(dict(data), directed=True, edges="edges")
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    """Write JSON via a temp file + rename so a crash never leaves a half-written result."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_graph(g: nx.DiGraph, path: str | Path) -> None:
+    write_json_atomic(path, to_json(g))
+
+
+def load_graph(path: str | Path) -> nx.DiGraph:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GraphError(f"graph file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise GraphError(f"{path} is not valid JSON: {e}") from None
+    return from_json(data)
