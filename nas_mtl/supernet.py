@@ -34,8 +34,9 @@ from nas_mtl.graph import INPUT, in_shape, validate
 
 
 def _signature(node_data: dict) -> str:
-    return json.dumps([node_data["kind"], node_data["width"], node_data.get("params", {})],
-                      sort_keys=True)
+    """Nodes with equal signatures run as one batched module (towers pad their outputs)."""
+    width = None if node_data["role"] == "head" else node_data["width"]
+    return json.dumps([node_data["kind"], width, node_data.get("params", {})], sort_keys=True)
 
 
 def _gate_signature(gate: dict) -> str:

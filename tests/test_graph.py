@@ -1,0 +1,96 @@
+"""Routing-graph validation gives clear errors; JSON is versioned."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nas_mtl.errors import ConfigError, GraphError
+from nas_mtl.graph import (add_component, add_head, connect, gate_spec, load_graph, new_graph,
+                           save_graph, to_json, validate)
+
+
+def _base():
+    g = new_graph((10,), {"a": 1, "b": 2})
+    add_component(g, "c1", "mlp", 8)
+    add_component(g, "c2", "mlp", 8)
+    add_head(g, "a")
+    add_head(g, "b")
+    connect(g, "input", "c1")
+    connect(g, "c1", "c2")
+    connect(g, "c2", "head:a")
+    connect(g, "c2", "head:b")
+    return g
+
+
+def test_valid_graph_gets_layers_and_shapes():
+    g = _base()
+    shapes = validate(g)
+    assert shapes["c2"] == (8,) and shapes["head:b"] == (2,)
+    assert [g.nodes[n]["layer"] for n in ("input", "c1", "c2", "head:a")] == [0, 1, 2, 3]
+
+
+def test_cycle_is_reported():
+    g = _base()
+    connect(g, "c2", "c1")
+    with pytest.raises(GraphError, match="cycle: c1 -> c2|cycle: c2 -> c1"):
+        validate(g)
+
+
+def test_unreachable_head_is_reported():
+    g = _base()
+    g.remove_edge("c2", "head:b")
+    add_component(g, "orphan", "mlp", 8)
+    connect(g, "orphan", "head:b")
+    with pytest.raises(GraphError, match="component 'orphan' has no incoming edge"):
+        validate(g)
+    g.remove_node("orphan")
+    with pytest.raises(GraphError, match="head of task 'b' is unreachable from the input"):
+        validate(g)
+
+
+def test_identity_edge_between_different_widths():
+    g = _base()
+    add_component(g, "wide", "mlp", 16)
+    add_component(g, "mix", "mlp", 4)
+    connect(g, "input", "wide")
+    connect(g, "c1", "mix")
+    connect(g, "wide", "mix")
+    connect(g, "mix", "head:a")
+    with pytest.raises(GraphError, match=r"identity edge wide -> mix joins width \(16,\) to "
+                                         r"\(8,\); identity edges need equal widths"):
+        validate(g)
+
+
+def test_unknown_gate_and_component_kinds():
+    g = _base()
+    g.edges["c1", "c2"]["gate"] = gate_spec("hardconcrete")
+    with pytest.raises(ConfigError, match="unknown gate kind 'hardconcrete' \\(did you mean "
+                                          "'hard_concrete'\\?\\)"):
+        validate(g)
+    g = _base()
+    g.nodes["c1"]["kind"] = "conv3"
+    with pytest.raises(ConfigError, match="unknown component kind 'conv3'"):
+        validate(g)
+
+
+def test_mixed_gate_kinds_into_one_node():
+    g = _base()
+    connect(g, "c1", "head:a", gate_spec("hard_concrete"))
+    with pytest.raises(GraphError, match="node 'head:a': all incoming edges need the same"):
+        validate(g)
+
+
+def test_save_load_is_exact_and_versioned(tmp_path):
+    g = _base()
+    validate(g)
+    path = tmp_path / "g.json"
+    save_graph(g, path)
+    back = load_graph(path)
+    assert to_json(back) == to_json(g)
+    data = json.loads(path.read_text())
+    data["graph"]["version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(GraphError, match="version 99 is not supported"):
+        load_graph(path)

@@ -1,0 +1,73 @@
+"""The eight seed search spaces compile from their files; overrides are checked."""
+
+from __future__ import annotations
+
+import pytest
+
+from nas_mtl.errors import ConfigError
+from nas_mtl.graph import components, head_id
+from nas_mtl.spaces import available_spaces, build_space, list_spaces
+
+SEED = {"shared_bottom", "no_sharing", "mmoe", "omoe", "snr_trans", "snr_aver",
+        "gumbel_matrix", "custom_dag"}
+TASKS = {"a": 1, "b": 1, "c": 1}
+
+
+def test_all_seed_spaces_are_listed_with_descriptions():
+    listed = dict(list_spaces())
+    assert SEED <= set(listed)
+    assert all(len(listed[name]) > 20 for name in SEED)
+
+
+@pytest.mark.parametrize("space", sorted(SEED))
+def test_space_compiles(space):
+    g = build_space(space, (20,), TASKS)
+    assert [head_id(t) for t in TASKS] == [n for n in g if n.startswith("head:")]
+    assert components(g)
+
+
+def test_sizes_are_parameters():
+    g = build_space("snr_trans", (20,), TASKS, layers=3, subnetworks=5, width=16)
+    comps = components(g)
+    assert len(comps) == 15 and {g.nodes[n]["width"] for n in comps} == {16}
+    # layer 1 fixed from the input, layers 2..3 and the heads gated
+    kinds = {g.edges[e]["gate"]["kind"] for e in g.in_edges("L2.0")}
+    assert kinds == {"hard_concrete"} and len(g.in_edges(head_id("a"))) == 5
+    g = build_space("no_sharing", (20,), TASKS)
+    assert len(components(g)) == 3 and all(g.in_degree(head_id(t)) == 1 for t in TASKS)
+
+
+def test_gumbel_edges_are_tied_per_source():
+    g = build_space("gumbel_matrix", (20,), TASKS, layers=1, components=4)
+    gates = [g.edges[u, v]["gate"] for u, v in g.in_edges(head_id("a"))]
+    assert {x["kind"] for x in gates} == {"gumbel"} and {x["scope"] for x in gates} == {"task"}
+
+
+def test_unknown_override_and_space():
+    with pytest.raises(ConfigError, match="search space 'mmoe' has no parameter 'expert' "
+                                          "\\(did you mean 'experts'\\?\\)"):
+        build_space("mmoe", (20,), TASKS, expert=4)
+    with pytest.raises(ConfigError, match="unknown search space 'mmoee' \\(did you mean 'mmoe'"):
+        build_space("mmoee", (20,), TASKS)
+
+
+def test_space_without_image_layers_refuses_images():
+    with pytest.raises(ConfigError, match="no \\[\\[layers\\]\\] apply to image input"):
+        build_space("mmoe", (1, 28, 28), TASKS)
+
+
+def test_user_space_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text('description = "tiny"\n[params]\nw = 4\n'
+                    '[[layers]]\ncomponent = { kind = "mlp", width = "$w" }\n'
+                    '[heads]\ntower = []\n')
+    g = build_space(path, (5,), TASKS, w=6)
+    assert g.nodes["L1.0"]["width"] == 6
+    path.write_text('description = "tiny"\n[[layers]]\ncomponent = { kind = "mlp", width = 3 }\n'
+                    'conect = "all"\n')
+    with pytest.raises(ConfigError, match="unknown key 'conect' \\(did you mean 'connect'\\?\\)"):
+        build_space(path, (5,), TASKS)
+
+
+def test_space_files_are_found_from_the_source_tree():
+    assert SEED <= set(available_spaces())
