@@ -379,12 +379,13 @@ class BatchedTowers(nn.Module):
                 self.out.weight[i, :, d:] = 0
                 self.out.bias[i, d:] = 0
 
-    def forward(self, x: Tensor, idx: Tensor) -> Tensor:  # x (N, k, d_in), idx (k,) head ids
+    def forward(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
+        """x (N, k, d_in) for heads ``idx`` (all heads when None) -> (N, k, max_out)."""
         for layer in self.hidden:
-            w, b = layer.select(idx)
-            x = self.act(torch.bmm(x.transpose(0, 1), w).transpose(0, 1) + b)
-        w, b = self.out.select(idx)
-        return torch.bmm(x.transpose(0, 1), w).transpose(0, 1) + b  # (N, k, max_out)
+            w, b = (layer.weight, layer.bias) if idx is None else layer.select(idx)
+            x = self.act(torch.baddbmm(b.unsqueeze(1), x.transpose(0, 1), w).transpose(0, 1))
+        w, b = (self.out.weight, self.out.bias) if idx is None else self.out.select(idx)
+        return torch.baddbmm(b.unsqueeze(1), x.transpose(0, 1), w).transpose(0, 1)
 
 
 def tower_macs(d_in: int, hidden: Sequence[int], out_dim: int) -> int:

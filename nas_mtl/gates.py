@@ -65,8 +65,37 @@ class Gate(nn.Module):
         self.scope = edges.scope
         self.n_tasks = len(edges.tasks)
         self.register_buffer("mask", edges.mask.float(), persistent=False)
+        self.hold_open = False  # warm-up: every edge open, gate variables untouched
+        self.forced: Tensor | None = None  # (T or 1, J, C) bool: evaluate a sampled architecture
 
     kind = "gate"
+    normalize = False  # destinations average their open inputs (Gumbel-Matrix)
+
+    def _binary(self, on: Tensor, ctx: GateContext) -> Tensor:
+        """Gate values for given open/closed edges (rows: 1 shared or T per task)."""
+        if on.shape[0] > 1:
+            on = _task_select(on, ctx)
+        g = on.float() * self.mask
+        if self.normalize:
+            g = g / g.sum(dim=1, keepdim=True).clamp(min=1.0)
+        return g.unsqueeze(1)
+
+    def override(self, ctx: GateContext) -> Tensor | None:
+        """Values when warm-up or a forced architecture replaces the learned gates."""
+        if self.forced is not None:
+            return self._binary(self.forced, ctx)
+        if self.hold_open:
+            return self._binary(self.mask.unsqueeze(0).expand(self.n_tasks, *self.mask.shape)
+                                if self.scope == "task" else self.mask.unsqueeze(0), ctx)
+        return None
+
+    def sample_decisions(self, generator: torch.Generator | None = None) -> Tensor:
+        """One architecture drawn from the gate distribution, bool (T or 1, J, C).
+
+        Deterministic gates return their decisions; learned gates override this and draw one
+        Bernoulli per *variable*, so tied edges stay tied.
+        """
+        return self.decisions()
 
     @property
     def static_ones(self) -> bool:
@@ -205,6 +234,9 @@ class HardConcreteGate(Gate):
         return self.log_alpha if self.scope == "shared" else _task_select(self.log_alpha, ctx)
 
     def forward(self, ctx: GateContext) -> Tensor:
+        forced = self.override(ctx)
+        if forced is not None:
+            return forced
         beta, gamma, zeta = self.p["beta"], self.p["gamma"], self.p["zeta"]
         log_alpha = self._rows(ctx)  # (S_g, n_vars)
         if not self.training:
@@ -233,6 +265,11 @@ class HardConcreteGate(Gate):
     def open_probability(self) -> Tensor:
         return self._edge(self.expected_open())
 
+    def sample_decisions(self, generator: torch.Generator | None = None) -> Tensor:
+        p = self.expected_open().detach().cpu()
+        on = (torch.rand(p.shape, generator=generator) < p).float().to(self.mask.device)
+        return self._edge(on) > 0
+
     def decisions(self) -> Tensor:
         gamma, zeta = self.p["gamma"], self.p["zeta"]
         z = (torch.sigmoid(self.log_alpha) * (zeta - gamma) + gamma).clamp(0, 1)
@@ -255,6 +292,7 @@ class GumbelGate(Gate):
     """
 
     kind = "gumbel"
+    normalize = True
     penalty_name = "budget"
     PARAMS = {"p0": 0.5, "tau0": 50.0, "tau_min": 0.5, "budget": None}
 
@@ -282,6 +320,9 @@ class GumbelGate(Gate):
         return (g / g.sum(dim=1, keepdim=True).clamp(min=1.0)).unsqueeze(1)
 
     def forward(self, ctx: GateContext) -> Tensor:
+        forced = self.override(ctx)
+        if forced is not None:
+            return forced
         logits = _task_select(self.logits, ctx)  # (S, n_vars, 2)
         if not self.training:
             return self._combine((logits.softmax(-1)[..., 0] > 0.5).float())
@@ -304,6 +345,11 @@ class GumbelGate(Gate):
 
     def open_probability(self) -> Tensor:
         return self.probability_on()[:, self.index] * self.mask
+
+    def sample_decisions(self, generator: torch.Generator | None = None) -> Tensor:
+        p = self.probability_on().detach().cpu()
+        on = (torch.rand(p.shape, generator=generator) < p).to(self.mask.device)
+        return on[:, self.index] & self.mask.bool()
 
     def decisions(self) -> Tensor:
         return (self.probability_on() > 0.5)[:, self.index] & self.mask.bool()

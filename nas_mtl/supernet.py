@@ -76,6 +76,7 @@ class Block(nn.Module):
                 bound = 1.0 / d**0.5
                 w[sum(widths[:j]): sum(widths[:j]) + d].uniform_(-bound, bound)
             self.weight = nn.Parameter(w)
+            self.uniform_src = len(set(widths)) == 1
             self.register_buffer("row_src", torch.repeat_interleave(
                 torch.arange(len(src)), torch.tensor(widths)), persistent=False)
         # component groups: contiguous runs of destinations with one stack signature
@@ -114,7 +115,14 @@ class Block(nn.Module):
             d_out = W.shape[-1]
             Uc = U.reshape(S, B, -1)  # (S, B, Σd)
             if static:
-                W_eff = (W * G[0, 0][self.row_src].unsqueeze(-1)).reshape(W.shape[0], C * d_out)
+                if self.gate.static_ones:
+                    W_eff = W.reshape(W.shape[0], C * d_out)
+                elif self.uniform_src:  # a view, not a gather: no scatter in backward
+                    W_eff = (W.view(J, -1, C, d_out) * G[0, 0].view(J, 1, C, 1)).reshape(
+                        W.shape[0], C * d_out)
+                else:
+                    W_eff = (W * G[0, 0][self.row_src].unsqueeze(-1)).reshape(
+                        W.shape[0], C * d_out)
                 return (Uc @ W_eff).view(S, B, C, d_out)
             if G.shape[1] == 1:  # per-stream gates: one matmul per stream
                 W_eff = (W * G[:, 0][:, self.row_src].unsqueeze(-1)).reshape(
@@ -258,7 +266,8 @@ class Supernet(nn.Module):
         wanted = [c for c, t in enumerate(head_tasks) if t in tasks]
         if not wanted:
             return {}
-        cols = torch.tensor(wanted, device=U.device)
+        every = wanted == list(range(len(head_tasks)))
+        cols = None if every else torch.tensor(wanted, device=U.device)
         V = block.mix(U, G, cols)  # (S, B, k, *in)
         if V.shape[0] > 1:  # each head reads its own task's stream
             streams = torch.tensor([tasks.index(head_tasks[c]) for c in wanted], device=U.device)
@@ -273,8 +282,9 @@ class Supernet(nn.Module):
             sel = [i for i, c in enumerate(wanted) if grp.lo <= c < grp.hi]
             if not sel:
                 continue
+            whole = every and len(block.groups) == 1
             local = torch.tensor([wanted[i] - grp.lo for i in sel], device=U.device)
-            y = towers(V[:, sel], local)  # (B, k_g, max_out)
+            y = towers(V if whole else V[:, sel], None if whole else local)  # (B, k_g, max_out)
             for i, li in zip(sel, local.tolist(), strict=True):
                 t = head_tasks[wanted[i]]
                 results[t] = y[:, sel.index(i), : towers.out_dims[li]]
@@ -310,3 +320,15 @@ class Supernet(nn.Module):
 
 def _is_weight_gate(gate: Gate) -> bool:
     return gate.kind == "softmax"
+
+
+def learned_gates(net: Supernet) -> list[tuple[int, Block, Gate]]:
+    """The blocks whose gates carry architecture variables (what search learns)."""
+    arch = {id(p) for p in net.arch_parameters()}
+    return [(i, blk, blk.gate) for i, blk in enumerate(net.blocks)
+            if any(id(p) in arch for p in blk.gate.parameters())]
+
+
+def hold_gates_open(net: Supernet, hold: bool) -> None:
+    for blk in net.blocks:
+        blk.gate.hold_open = hold
