@@ -379,6 +379,11 @@ class BatchedTowers(nn.Module):
                 self.out.weight[i, :, d:] = 0
                 self.out.bias[i, d:] = 0
 
+    def padding_params(self) -> int:
+        """Weights of the padded (dead) output columns."""
+        widest, d_in = max(self.out_dims), self.out.d_in
+        return sum((widest - d) * (d_in + 1) for d in self.out_dims)
+
     def forward(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
         """x (N, k, d_in) for heads ``idx`` (all heads when None) -> (N, k, max_out)."""
         for layer in self.hidden:

@@ -19,8 +19,17 @@ from typing import Any
 import networkx as nx
 
 from nas_mtl.errors import ConfigError, did_you_mean
-from nas_mtl.graph import (INPUT, add_component, add_head, assign_layers, connect, gate_spec,
-                           head_id, new_graph, validate)
+from nas_mtl.graph import (
+    INPUT,
+    add_component,
+    add_head,
+    assign_layers,
+    connect,
+    gate_spec,
+    head_id,
+    new_graph,
+    validate,
+)
 
 LAYER_KEYS = {"repeat", "count", "component", "components", "connect", "transform", "gate",
               "first_gate", "in_width", "per_repeat", "when", "name"}

@@ -66,17 +66,30 @@ class Block(nn.Module):
         self.gate: Gate = GATES.get(first["gate"]["kind"])(edges)
         self.in_shape: Shape = in_shape(g, dst[0], shapes)
         self.weight: nn.Parameter | None = None
+        self.edge_mode = False
         if self.linear:
             # W as (Σ_j d_j, C, d_out); row_src maps each input row to its source j so the
             # gate mask broadcasts over every (d_j × d_out) block.
             widths = [shapes[u][0] for u in src]
             d_out = self.in_shape[0]
-            w = torch.empty(sum(widths), len(dst), d_out)
-            for j, d in enumerate(widths):
-                bound = 1.0 / d**0.5
-                w[sum(widths[:j]): sum(widths[:j]) + d].uniform_(-bound, bound)
-            self.weight = nn.Parameter(w)
             self.uniform_src = len(set(widths)) == 1
+            # A derived (fixed-gate) block with missing edges stores and multiplies only its
+            # live edges: W (E, d, d_out), one bmm over edges, then a scatter-add into the
+            # destinations. A supernet block is dense so that every edge can be learned.
+            self.edge_mode = (self.gate.kind == "fixed" and self.uniform_src
+                              and not bool(edges.mask.all()))
+            if self.edge_mode:
+                e_src, e_dst = torch.nonzero(edges.mask, as_tuple=True)
+                self.register_buffer("edge_src", e_src, persistent=False)
+                self.register_buffer("edge_dst", e_dst, persistent=False)
+                w = torch.empty(len(e_src), widths[0], d_out).uniform_(-widths[0] ** -0.5,
+                                                                     widths[0] ** -0.5)
+            else:
+                w = torch.empty(sum(widths), len(dst), d_out)
+                for j, d in enumerate(widths):
+                    bound = 1.0 / d**0.5
+                    w[sum(widths[:j]): sum(widths[:j]) + d].uniform_(-bound, bound)
+            self.weight = nn.Parameter(w)
             self.register_buffer("row_src", torch.repeat_interleave(
                 torch.arange(len(src)), torch.tensor(widths)), persistent=False)
         # component groups: contiguous runs of destinations with one stack signature
@@ -109,6 +122,8 @@ class Block(nn.Module):
         S, B, J = U.shape[:3]
         C = G.shape[-1]
         static = G.shape[0] == 1 and G.shape[1] == 1
+        if self.linear and self.edge_mode:
+            return self._mix_edges(U, G, cols)
         if self.linear:
             assert self.weight is not None
             W = self.weight if cols is None else self.weight.index_select(1, cols)
@@ -139,6 +154,17 @@ class Block(nn.Module):
             return V.reshape(S, B, C, *feat)
         V = torch.einsum("sbjc,sbjf->sbcf", G, Uf)
         return V.reshape(V.shape[0], B, C, *feat)
+
+    def _mix_edges(self, U: Tensor, G: Tensor, cols: Tensor | None) -> Tensor:
+        """Live edges only: y_e = W_e u_src(e), v_c = Σ_{e→c} g_e y_e."""
+        S, B, _, d = U.shape
+        E, _, d_out = self.weight.shape
+        Ue = U.index_select(2, self.edge_src).reshape(S * B, E, d).transpose(0, 1)
+        Y = torch.bmm(Ue, self.weight).transpose(0, 1).reshape(S, B, E, d_out)
+        if not self.gate.static_ones:
+            Y = Y * G[:, :, self.edge_src, self.edge_dst].unsqueeze(-1)
+        V = Y.new_zeros(Y.shape[0], B, len(self.dst), d_out).index_add_(2, self.edge_dst, Y)
+        return V if cols is None else V.index_select(2, cols)
 
     def run_components(self, V: Tensor) -> list[Tensor]:
         """Each group's output, (S, B, C_g, *out)."""
@@ -289,6 +315,13 @@ class Supernet(nn.Module):
                 t = head_tasks[wanted[i]]
                 results[t] = y[:, sel.index(i), : towers.out_dims[li]]
         return results
+
+    def count_parameters(self) -> int:
+        """Trainable model weights: no gate variables, no tower padding (matches cost.py)."""
+        arch = sum(p.numel() for p in self.arch_parameters())
+        padding = sum(m.padding_params() for blk in self.blocks for m in blk.modules_
+                      if isinstance(m, BatchedTowers))
+        return sum(p.numel() for p in self.parameters()) - arch - padding
 
     # ------------------------------------------------------------------ gates
     def gate_modules(self) -> Iterator[tuple[Block, Gate]]:

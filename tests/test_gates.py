@@ -9,8 +9,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nas_mtl.gates import (GATES, BlockEdges, FixedGate, GateContext, GumbelGate,
-                           HardConcreteGate, SoftmaxGate, gumbel_temperature)
+from nas_mtl.gates import (
+    GATES,
+    BlockEdges,
+    FixedGate,
+    GateContext,
+    GumbelGate,
+    HardConcreteGate,
+    SoftmaxGate,
+    gumbel_temperature,
+)
 
 TASKS = ("a", "b", "c")
 

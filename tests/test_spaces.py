@@ -8,8 +8,16 @@ from nas_mtl.errors import ConfigError
 from nas_mtl.graph import components, head_id
 from nas_mtl.spaces import available_spaces, build_space, list_spaces
 
-SEED = {"shared_bottom", "no_sharing", "mmoe", "omoe", "snr_trans", "snr_aver",
-        "gumbel_matrix", "custom_dag"}
+SEED = {
+    "shared_bottom",
+    "no_sharing",
+    "mmoe",
+    "omoe",
+    "snr_trans",
+    "snr_aver",
+    "gumbel_matrix",
+    "custom_dag",
+}
 TASKS = {"a": 1, "b": 1, "c": 1}
 
 
@@ -44,8 +52,10 @@ def test_gumbel_edges_are_tied_per_source():
 
 
 def test_unknown_override_and_space():
-    with pytest.raises(ConfigError, match="search space 'mmoe' has no parameter 'expert' "
-                                          "\\(did you mean 'experts'\\?\\)"):
+    with pytest.raises(
+        ConfigError,
+        match="search space 'mmoe' has no parameter 'expert' \\(did you mean 'experts'\\?\\)",
+    ):
         build_space("mmoe", (20,), TASKS, expert=4)
     with pytest.raises(ConfigError, match="unknown search space 'mmoee' \\(did you mean 'mmoe'"):
         build_space("mmoee", (20,), TASKS)
@@ -58,13 +68,17 @@ def test_space_without_image_layers_refuses_images():
 
 def test_user_space_file(tmp_path):
     path = tmp_path / "tiny.toml"
-    path.write_text('description = "tiny"\n[params]\nw = 4\n'
-                    '[[layers]]\ncomponent = { kind = "mlp", width = "$w" }\n'
-                    '[heads]\ntower = []\n')
+    path.write_text(
+        'description = "tiny"\n[params]\nw = 4\n'
+        '[[layers]]\ncomponent = { kind = "mlp", width = "$w" }\n'
+        "[heads]\ntower = []\n"
+    )
     g = build_space(path, (5,), TASKS, w=6)
     assert g.nodes["L1.0"]["width"] == 6
-    path.write_text('description = "tiny"\n[[layers]]\ncomponent = { kind = "mlp", width = 3 }\n'
-                    'conect = "all"\n')
+    path.write_text(
+        'description = "tiny"\n[[layers]]\ncomponent = { kind = "mlp", width = 3 }\n'
+        'conect = "all"\n'
+    )
     with pytest.raises(ConfigError, match="unknown key 'conect' \\(did you mean 'connect'\\?\\)"):
         build_space(path, (5,), TASKS)
 

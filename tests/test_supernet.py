@@ -62,8 +62,7 @@ def test_snr_trans_diagonal_equals_independent_networks():
     net = _net("snr_trans", subnetworks=4).eval()
     diag = {f"L{layer}.{i}": i for layer in (1, 2) for i in range(4)}
     tasks = list(TASKS)
-    _set_hard_concrete(
-        net, lambda u, v: diag[u] == (diag[v] if v in diag else tasks.index(v[5:])))
+    _set_hard_concrete(net, lambda u, v: diag[u] == (diag[v] if v in diag else tasks.index(v[5:])))
     b1, b2, bh = net.blocks
     x = torch.randn(16, 100)
     out = net(x)
@@ -156,7 +155,7 @@ def test_per_task_input_equals_one_task_at_a_time(space):
     x = torch.randn(4, 6, 100)
     together = net(x, tasks=list(TASKS))
     for t, task in enumerate(TASKS):
-        alone = net(x[t: t + 1], tasks=[task])[task]
+        alone = net(x[t : t + 1], tasks=[task])[task]
         torch.testing.assert_close(together[task], alone, rtol=1e-5, atol=1e-5)
         shared = net(x[t])[task]  # the same rows as a shared batch
         torch.testing.assert_close(together[task], shared, rtol=1e-5, atol=1e-5)
@@ -207,6 +206,13 @@ def test_wrong_input_shape_is_a_clear_error():
 
 
 def test_component_registry_has_image_kinds():
-    for kind in ("mlp", "conv3x3", "conv5x5", "conv1x7_7x1", "maxpool3x3", "avgpool3x3",
-                 "identity"):
+    for kind in (
+        "mlp",
+        "conv3x3",
+        "conv5x5",
+        "conv1x7_7x1",
+        "maxpool3x3",
+        "avgpool3x3",
+        "identity",
+    ):
         assert kind in COMPONENTS

@@ -1,0 +1,174 @@
+"""``nas-mtl``: a thin command line over the library (parse, call, print).
+
+Every user mistake is one line on stderr and exit code 2; nothing else prints tracebacks
+except real bugs.
+"""
+
+from __future__ import annotations
+
+import os
+
+# OpenMP spin-waiting made training 7-40x slower on busy 2-core machines; must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from nas_mtl.errors import NasMtlError  # noqa: E402
+
+EXIT_USER_ERROR = 2
+
+
+def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
+    if out:
+        p.add_argument("--out", type=Path, help="output folder (default: runs/<study name>)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--data-dir", default=None,
+                   help="folder of the real data sets (default: $NAS_MTL_DATA_DIR or ./data)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each epoch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nas-mtl", description="Search how multi-task networks should share parameters.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("spaces", help="list the search spaces")
+    p = sub.add_parser("run", help="run a study: search, derive, retrain and report every space")
+    p.add_argument("study", type=Path)
+    p.add_argument("--seed", type=int, action="append", help="seed(s) to run instead of the "
+                   "study's (repeat the flag for several)")
+    _common(p)
+    p = sub.add_parser("search", help="search one space of a study (writes supernet + logs)")
+    p.add_argument("study", type=Path)
+    p.add_argument("--space", required=True)
+    p.add_argument("--seed", type=int, default=None)
+    _common(p)
+    p = sub.add_parser("derive", help="derive architecture.json from a searched run directory")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--samples", type=int, default=None, help="also sample K architectures")
+    _common(p, out=False)
+    p = sub.add_parser("retrain", help="retrain a run directory's architecture.json")
+    p.add_argument("run_dir", type=Path)
+    _common(p, out=False)
+    p = sub.add_parser("report", help="print the comparison tables of a finished run")
+    p.add_argument("run_dir", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except NasMtlError as e:
+        print(f"nas-mtl: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("nas-mtl: interrupted; finished results are on disk", file=sys.stderr)
+        return 130
+
+
+def _spaces(args: argparse.Namespace) -> int:
+    from nas_mtl.spaces import list_spaces
+
+    rows = list_spaces()
+    width = max(len(name) for name, _ in rows)
+    for name, description in rows:
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nas_mtl.pipeline import run_study
+    from nas_mtl.report import comparison_tables
+    from nas_mtl.study import load_study
+
+    study = load_study(args.study)
+    out = args.out or Path("runs") / study.name
+    start = time.perf_counter()
+    print(f"nas-mtl: study '{study.name}': spaces {', '.join(study.spaces)}; output {out}",
+          flush=True)
+
+    def progress(entry: dict) -> None:
+        print(f"  {entry['space']:<14} seed {entry['seed']}  mean test {entry['mean_test']:.4f}"
+              f"  ({entry['wall_s']:.1f} s)", flush=True)
+
+    report = run_study(study, out, seeds=args.seed, device=args.device, data_dir=args.data_dir,
+                       progress=sys.stderr.isatty(), on_result=progress)
+    print()
+    print(comparison_tables(report))
+    print(f"nas-mtl: done in {time.perf_counter() - start:.1f} s; report: {out / 'report.md'}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from nas_mtl.graph import write_json_atomic
+    from nas_mtl.pipeline import load_data, run_search, variant_label
+    from nas_mtl.study import load_study
+
+    study = load_study(args.study)
+    if args.device:
+        study = replace(study, search=replace(study.search, device=args.device))
+    seed = args.seed if args.seed is not None else study.seeds[0]
+    out = args.out or Path("runs") / study.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.toml").write_text(Path(args.study).read_text())
+    for variant in study.data_variants():
+        run_dir = out / variant_label(variant) / args.space / f"seed_{seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_dir / "context.json", {"study": "../../../study.toml",
+                                                     "variant": variant, "space": args.space,
+                                                     "seed": seed})
+        data = load_data(study, variant, seed, args.data_dir)
+        _, info = run_search(study, args.space, data, seed, run_dir, sys.stderr.isatty())
+        print(f"{run_dir}: {info}")
+    return 0
+
+
+def _derive(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from nas_mtl.pipeline import load_data, load_searched, run_derive, study_of_run
+
+    study, ctx = study_of_run(args.run_dir)
+    if args.samples is not None:
+        study = replace(study, derive=replace(study.derive, samples=args.samples))
+    data = load_data(study, ctx["variant"], ctx["seed"], args.data_dir)
+    net = load_searched(args.run_dir)
+    arch = run_derive(net, study, data, ctx["seed"], args.run_dir,
+                      {"seed": ctx["seed"], "space": ctx["space"], "variant": ctx["variant"],
+                       "study": study.name, "study_sha256": study.sha256})
+    n_comp = sum(1 for _, r in arch.nodes(data="role") if r == "component")
+    print(f"{args.run_dir / 'architecture.json'}: {n_comp} components, "
+          f"{arch.number_of_edges()} edges")
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from nas_mtl.pipeline import retrain_run
+
+    metrics = retrain_run(args.run_dir, device=args.device, data_dir=args.data_dir,
+                          progress=sys.stderr.isatty())
+    for task, values in metrics.items():
+        print(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from nas_mtl.report import comparison_tables, load_report
+
+    print(comparison_tables(load_report(args.run_dir)))
+    return 0
+
+
+COMMANDS = {"spaces": _spaces, "run": _run, "search": _search, "derive": _derive,
+            "retrain": _retrain, "report": _report}
+
+if __name__ == "__main__":
+    sys.exit(main())

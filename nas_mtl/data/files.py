@@ -1,0 +1,109 @@
+"""Where data files live and how user tables are read.
+
+Nothing is downloaded at run time: built-in data sets read their original files from a data
+directory (``data_dir`` argument, else ``$NAS_MTL_DATA_DIR``, else ``./data``), and a missing file
+is reported with its full path and where the data set comes from.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nas_mtl.errors import ConfigError, DataError
+
+__all__ = ["DATA_DIR_ENV", "TABLE_EXTENSIONS", "read_frame", "require_file", "resolve_data_dir"]
+
+DATA_DIR_ENV = "NAS_MTL_DATA_DIR"
+TABLE_EXTENSIONS = (".csv", ".csv.gz", ".parquet", ".npz")
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """The data directory: ``data_dir`` if given, else ``$NAS_MTL_DATA_DIR``, else ``./data``."""
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser()
+    env = os.environ.get(DATA_DIR_ENV, "")
+    return Path(env).expanduser() if env else Path("data")
+
+
+def require_file(path: Path, *, dataset: str, source: str) -> Path:
+    """Return ``path`` if it is a file, else raise a :class:`DataError` that says how to fix it."""
+    if not path.is_file():
+        raise DataError(
+            f"data set '{dataset}' needs the file {path}, which does not exist. It comes from "
+            f"{source}. Put it there, or choose the data folder with --data-dir or "
+            f"${DATA_DIR_ENV} (now {resolve_data_dir(None)})"
+        )
+    return path
+
+
+def _extension(path: Path) -> str:
+    name = path.name.lower()
+    for ext in sorted(TABLE_EXTENSIONS, key=len, reverse=True):
+        if name.endswith(ext):
+            return ext
+    return "".join(path.suffixes) or "(none)"
+
+
+def _read_npz(path: Path) -> pd.DataFrame:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except ValueError as exc:  # object arrays need pickle, which we refuse
+        raise DataError(
+            f"{path}: cannot read the NPZ file without pickle ({exc}); save string columns as "
+            "fixed-width unicode arrays (np.asarray(values, dtype=str))"
+        ) from None
+    with archive:
+        columns = {name: archive[name] for name in archive.files}
+    if not columns:
+        raise DataError(f"{path} is empty: the NPZ file holds no arrays")
+    for name, arr in columns.items():
+        if arr.ndim != 1:
+            raise DataError(
+                f"{path}: array '{name}' has shape {arr.shape}; a table NPZ needs one 1-D array "
+                "per column"
+            )
+    lengths = {name: arr.shape[0] for name, arr in columns.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"'{n}' has {k}" for n, k in lengths.items())
+        raise DataError(f"{path}: columns have unequal lengths: {listed} rows")
+    return pd.DataFrame(columns)
+
+
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """Read a user table (``.csv``, ``.csv.gz``, ``.parquet`` or ``.npz``) into a DataFrame.
+
+    CSV: a header row; empty cells (and pandas' usual ``NA``/``NaN`` spellings) are missing.
+    NPZ: one 1-D array per column, all of the same length.
+    """
+    path = Path(path)
+    ext = _extension(path)
+    if ext not in TABLE_EXTENSIONS:
+        raise DataError(
+            f"{path}: unsupported file extension '{ext}'; use one of {', '.join(TABLE_EXTENSIONS)}"
+        )
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if ext in (".csv", ".csv.gz"):
+        try:
+            frame = pd.read_csv(path)
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path} is empty: no header and no rows") from None
+    elif ext == ".parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except ImportError:
+            raise ConfigError(
+                "reading Parquet needs pyarrow; install it with pip install 'nas-mtl[parquet]'"
+            ) from None
+    else:
+        frame = _read_npz(path)
+    if len(frame) == 0:
+        raise DataError(
+            f"{path} is empty: it has columns ({', '.join(map(str, frame.columns))}) but no rows"
+        )
+    frame.columns = [str(c) for c in frame.columns]
+    return frame

@@ -1,0 +1,190 @@
+"""Synthetic regression tasks with controlled relatedness (MMoE §3.2 in groups; SPEC §4).
+
+Tasks come in groups. Each group has an anchor direction ``u_0``; with orthonormal ``u``:
+
+* ``within_group="anchor"`` (SPEC §4, exactly MMoE for two tasks): the group's first task uses
+  ``w = c · u_0`` and task j uses ``w_j = c · (ρ · u_0 + sqrt(1 − ρ²) · u_j)``, so every task
+  has ``cos = ρ`` with the anchor task (two non-anchor tasks have ``cos = ρ²``);
+* ``within_group="equicorrelated"``: every task uses ``w_j = c · (sqrt(ρ) · u_0 +
+  sqrt(1 − ρ) · u_j)``, so **every** pair in the group has ``cos = ρ`` (needs ``ρ >= 0``).
+
+Tasks of different groups use disjoint orthonormal vectors (``cos = 0``). Then
+``x ~ N(0, I_d)`` and ``y = wᵀx + Σ_{i=1..m} sin(α_i · wᵀx + β_i) + ε``, ``ε ~ N(0, noise²)``, with
+``α_i, β_i ~ N(0, 1)`` (``sinusoids="normal"``, as PLE's reproduction) or ``α_i = i,
+β_i = (i − 1)²`` (``sinusoids="index"``, as the Gumbel-Matrix code; much harder). The sinusoid
+parameters are shared by all tasks so that relatedness is governed by ρ alone.
+
+Everything is deterministic given ``seed`` and the parameters; the weight vectors depend only on
+``seed``, ``input_dim``, ``groups``, ``rho``, ``c`` and ``within_group`` (not on the sizes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nas_mtl.data.base import MultiTaskData, SharedSplit
+from nas_mtl.data.checks import check_choice, check_float, check_int
+from nas_mtl.data.registry import DATASETS
+from nas_mtl.errors import ConfigError
+from nas_mtl.tasks import TaskSpec
+
+__all__ = [
+    "SINUSOIDS",
+    "WITHIN_GROUP",
+    "synthetic",
+    "synthetic_sinusoids",
+    "synthetic_task_weights",
+]
+
+SINUSOIDS = ("normal", "index")
+WITHIN_GROUP = ("anchor", "equicorrelated")
+
+# Independent random streams: changing a size never changes the task weights or other splits.
+_STREAM_WEIGHTS, _STREAM_SINUSOIDS, _STREAM_SPLITS = 0, 1, 2
+
+
+def _check_groups(groups: object) -> list[int]:
+    if (
+        isinstance(groups, (str, bytes))
+        or not isinstance(groups, Sequence)
+        or not groups
+        or any(isinstance(g, bool) or not isinstance(g, int) or g < 1 for g in groups)
+    ):
+        raise ConfigError(
+            "data set 'synthetic': groups must be a non-empty list of task counts per group "
+            f"(integers >= 1), e.g. [2, 2]; got groups={groups!r}"
+        )
+    return list(groups)
+
+
+def synthetic_task_weights(
+    input_dim: int,
+    groups: Sequence[int],
+    rho: float,
+    *,
+    c: float = 1.0,
+    within_group: str = "anchor",
+    seed: int = 0,
+) -> np.ndarray:
+    """The task weight vectors ``w_t`` as a ``(T, input_dim)`` array (tasks in group order).
+
+    Orthonormal vectors are the columns of the Q factor of a seeded Gaussian matrix (a random
+    orthogonal basis of R^d). Group g with k tasks uses k fresh vectors: ``u_0`` and one per task.
+    """
+    groups = _check_groups(groups)
+    check_int("synthetic", "input_dim", input_dim, minimum=1)
+    check_float("synthetic", "rho", rho, low=-1.0, high=1.0)
+    check_float("synthetic", "c", c, low=0.0, high=float("inf"), low_open=True)
+    check_choice("synthetic", "within_group", within_group, WITHIN_GROUP)
+    if within_group == "equicorrelated" and rho < 0:
+        raise ConfigError(
+            f"data set 'synthetic': within_group='equicorrelated' needs rho >= 0, got rho={rho!r}"
+        )
+    needed = sum(g + 1 if within_group == "equicorrelated" else g for g in groups)
+    if needed > input_dim:
+        raise ConfigError(
+            f"data set 'synthetic': groups={groups} need {needed} orthonormal vectors but "
+            f"input_dim={input_dim}; raise input_dim or use fewer tasks"
+        )
+    rng = np.random.default_rng([seed, _STREAM_WEIGHTS])
+    q, r = np.linalg.qr(rng.standard_normal((input_dim, input_dim)))
+    basis = (q * np.sign(np.diag(r))).T  # rows orthonormal; sign fix makes Q unique (Haar)
+    weights, next_vec = [], 0
+    for size in groups:
+        anchor = basis[next_vec]
+        next_vec += 1
+        for j in range(size):
+            if within_group == "anchor":
+                if j == 0:
+                    w = anchor
+                else:
+                    w = rho * anchor + np.sqrt(1.0 - rho**2) * basis[next_vec]
+                    next_vec += 1
+            else:
+                w = np.sqrt(rho) * anchor + np.sqrt(1.0 - rho) * basis[next_vec]
+                next_vec += 1
+            weights.append(c * w)
+    return np.stack(weights)
+
+
+def synthetic_sinusoids(m: int, sinusoids: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(α, β)`` of the ``m`` sinusoids: seeded N(0, 1) draws, or ``α_i = i, β_i = (i − 1)²``."""
+    check_int("synthetic", "m", m, minimum=0)
+    check_choice("synthetic", "sinusoids", sinusoids, SINUSOIDS)
+    if sinusoids == "index":
+        i = np.arange(1, m + 1, dtype=np.float64)
+        return i, (i - 1.0) ** 2
+    rng = np.random.default_rng([seed, _STREAM_SINUSOIDS])
+    return rng.standard_normal(m), rng.standard_normal(m)
+
+
+def _targets(
+    x: np.ndarray, w: np.ndarray, alpha: np.ndarray, beta: np.ndarray, eps: np.ndarray
+) -> np.ndarray:
+    z = x @ w.T  # (N, T)
+    waves = np.sin(z[:, :, None] * alpha + beta).sum(axis=2) if alpha.size else 0.0
+    return z + waves + eps
+
+
+@DATASETS.register("synthetic", "MMoE-style regression tasks with controlled correlation rho")
+def synthetic(
+    *,
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    n_train: int = 10000,
+    n_val: int = 1000,
+    n_test: int = 1000,
+    input_dim: int = 100,
+    groups: Sequence[int] = (2, 2),
+    rho: float = 0.9,
+    c: float = 1.0,
+    m: int = 10,
+    sinusoids: str = "normal",
+    noise: float = 0.01,
+    within_group: str = "anchor",
+) -> MultiTaskData:
+    """Shared-input regression tasks of SPEC §4; task ``g{group}_t{index}`` (``data_dir`` unused).
+
+    Args:
+        n_train, n_val, n_test: rows per split (fresh ``x`` draws, one stream per split).
+        input_dim: d (MMoE uses 100).
+        groups: number of tasks in each group, e.g. ``[2, 2]``; tasks are related only inside
+            a group.
+        rho: correlation of the weight vectors inside a group (MMoE ρ).
+        c: scale of the weight vectors.
+        m: number of sinusoids.
+        sinusoids: ``"normal"`` (α, β ~ N(0, 1)) or ``"index"`` (α_i = i, β_i = (i − 1)²).
+        noise: standard deviation of ε (SPEC: 0.01).
+        within_group: ``"anchor"`` (SPEC) or ``"equicorrelated"``, see the module docstring.
+    """
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        check_int("synthetic", name, value, minimum=1 if name == "n_train" else 0)
+    check_float("synthetic", "noise", noise, low=0.0, high=float("inf"))
+    groups = _check_groups(groups)
+    w = synthetic_task_weights(input_dim, groups, rho, c=c, within_group=within_group, seed=seed)
+    alpha, beta = synthetic_sinusoids(m, sinusoids, seed)
+    splits = []
+    for k, n in enumerate((n_train, n_val, n_test)):
+        rng = np.random.default_rng([seed, _STREAM_SPLITS, k])
+        x = rng.standard_normal((n, input_dim))
+        eps = noise * rng.standard_normal((n, w.shape[0]))
+        y = _targets(x, w, alpha, beta, eps)
+        splits.append(
+            SharedSplit(
+                torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+            )
+        )
+    tasks = tuple(
+        TaskSpec(f"g{g}_t{j}", "regression") for g, size in enumerate(groups) for j in range(size)
+    )
+    return MultiTaskData(
+        "synthetic",
+        tasks,
+        (input_dim,),
+        *splits,
+        feature_names=tuple(f"x{i}" for i in range(input_dim)),
+    )

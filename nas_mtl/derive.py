@@ -1,0 +1,192 @@
+"""Derive a discrete per-task architecture from a searched supernet.
+
+Discretization follows SPEC: a hard-concrete edge is pruned when ẑ = 0, a Gumbel-Matrix
+component is allocated to task t iff P_t,c(on) > 0.5; fixed and softmax gates keep their edges.
+Each task's subgraph is the set of active edges on some path from the input to its head
+(networkx); components no task reaches are dropped. The derived graph carries *fixed* gates
+(per task where the search was per task, averaging kept for Gumbel-Matrix), so it compiles
+with the same :class:`Supernet` into a pruned model that computes only live components.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import torch
+from torch import Tensor
+
+import nas_mtl
+from nas_mtl.data import MultiTaskData
+from nas_mtl.errors import GraphError
+from nas_mtl.graph import INPUT, from_json, gate_spec, head_id, to_json, validate, write_json_atomic
+from nas_mtl.supernet import Supernet, learned_gates
+from nas_mtl.training import evaluate
+
+log = logging.getLogger(__name__)
+
+ARCH_FORMAT = "nas-mtl/architecture"
+ARCH_VERSION = 1
+Decisions = dict[int, Tensor]  # block index -> bool (T or 1, J, C)
+
+
+def greedy_decisions(net: Supernet) -> Decisions:
+    return {i: blk.gate.decisions().cpu() for i, blk in enumerate(net.blocks)}
+
+
+def sampled_decisions(net: Supernet, generator: torch.Generator) -> Decisions:
+    return {i: blk.gate.sample_decisions(generator).cpu() for i, blk in enumerate(net.blocks)}
+
+
+def task_edges(net: Supernet, decisions: Decisions) -> dict[str, set[tuple[str, str]]]:
+    """Active edges per task, before reachability pruning."""
+    active: dict[str, set[tuple[str, str]]] = {t: set() for t in net.tasks}
+    for i, blk in enumerate(net.blocks):
+        dec = decisions[i]
+        for t_index, task in enumerate(net.tasks):
+            row = dec[t_index if dec.shape[0] > 1 else 0]
+            for j, c in torch.nonzero(row).tolist():
+                active[task].add((blk.src[j], blk.dst[c]))
+    return active
+
+
+def _open_probability(net: Supernet) -> dict[tuple[str, str, int], float]:
+    probs = {}
+    for blk in net.blocks:
+        p = blk.gate.open_probability().detach().cpu()
+        for t in range(len(net.tasks)):
+            row = p[t if p.shape[0] > 1 else 0]
+            for j, u in enumerate(blk.src):
+                for c, v in enumerate(blk.dst):
+                    probs[(u, v, t)] = float(row[j, c])
+    return probs
+
+
+def task_subgraph(edges: set[tuple[str, str]],
+                  task: str) -> set[tuple[str, str]]:
+    """Active edges that lie on a path from the input to the task's head."""
+    h = nx.DiGraph(list(edges))
+    head = head_id(task)
+    if INPUT not in h or head not in h or not nx.has_path(h, INPUT, head):
+        return set()
+    keep = (nx.ancestors(h, head) | {head}) & (nx.descendants(h, INPUT) | {INPUT})
+    return {(u, v) for u, v in edges if u in keep and v in keep}
+
+
+def derive(net: Supernet, decisions: Decisions | None = None) -> nx.DiGraph:
+    """The discrete architecture as a routing graph with fixed gates, validated."""
+    decisions = decisions if decisions is not None else greedy_decisions(net)
+    src_graph = net.graph
+    active = task_edges(net, decisions)
+    probs = None
+    per_task: dict[str, set[tuple[str, str]]] = {}
+    for t_index, task in enumerate(net.tasks):
+        sub = task_subgraph(active[task], task)
+        if not sub:  # every path closed: keep the most probable one rather than a dead head
+            probs = probs or _open_probability(net)
+
+            def cost(u: str, v: str, _: Any, p: dict = probs, t: int = t_index) -> float:
+                return -math.log(max(p[(u, v, t)], 1e-9))
+
+            path = nx.shortest_path(src_graph, INPUT, head_id(task), weight=cost)
+            sub = set(zip(path[:-1], path[1:], strict=True))
+            log.warning("task '%s' had no open path; kept its most probable path %s",
+                        task, " -> ".join(path))
+        per_task[task] = sub
+    g = nx.DiGraph(**copy.deepcopy(dict(src_graph.graph)))
+    used = {e for sub in per_task.values() for e in sub}
+    nodes = {INPUT} | {n for e in used for n in e}
+    for n in src_graph.nodes:  # keep the source graph's node order
+        if n in nodes:
+            data = copy.deepcopy(src_graph.nodes[n])
+            data["tasks"] = [t for t in net.tasks if any(n in e for e in per_task[t])] \
+                if n != INPUT else list(net.tasks)
+            g.add_node(n, **data)
+    for u, v in src_graph.edges:
+        if (u, v) not in used:
+            continue
+        data = copy.deepcopy(src_graph.edges[u, v])
+        old = data["gate"]
+        users = [t for t in net.tasks if (u, v) in per_task[t]]
+        if old["kind"] == "softmax":
+            pass  # input-conditioned mixing is part of the model (MMoE); keep it
+        elif old["scope"] == "task":
+            normalize = old["kind"] == "gumbel" or old["params"].get("normalize", False)
+            data["gate"] = gate_spec("fixed", "task", None, normalize=normalize,
+                                     values={t: 1.0 for t in users})
+        else:
+            value = old["params"].get("value", 1.0) if old["kind"] == "fixed" else 1.0
+            data["gate"] = gate_spec("fixed", "shared", None, value=value)
+        data["tasks"] = users
+        g.add_edge(u, v, **data)
+    g.graph["derived"] = True
+    validate(g)
+    return g
+
+
+@torch.no_grad()
+def choose_architecture(net: Supernet, data: MultiTaskData, samples: int, seed: int,
+                        device: torch.device) -> tuple[Decisions, dict[str, Any]]:
+    """Greedy decisions, or the best of greedy + ``samples`` draws on validation loss."""
+    greedy = greedy_decisions(net)
+    if samples <= 0 or not learned_gates(net):
+        return greedy, {"method": "greedy"}
+    gen = torch.Generator().manual_seed(seed)
+    candidates = [greedy] + [sampled_decisions(net, gen) for _ in range(samples)]
+    scores = []
+    for dec in candidates:
+        for i, blk in enumerate(net.blocks):
+            blk.gate.forced = dec[i].to(device)
+        scores.append(evaluate(net, data, data.val, device).loss(data.tasks))
+    for blk in net.blocks:
+        blk.gate.forced = None
+    best = min(range(len(scores)), key=scores.__getitem__)
+    return candidates[best], {"method": "sampled", "samples": samples, "chosen": best,
+                              "val_objective": scores}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What ``architecture.json`` holds."""
+
+    graph: nx.DiGraph
+    task_edges: Mapping[str, list[list[str]]]
+    provenance: Mapping[str, Any]
+
+
+def architecture_record(g: nx.DiGraph, provenance: Mapping[str, Any]) -> dict[str, Any]:
+    tasks = {t: [[u, v] for u, v, d in g.edges(data=True) if t in d.get("tasks", [])]
+             for t in g.graph["tasks"]}
+    return {"format": ARCH_FORMAT, "version": ARCH_VERSION, "graph": to_json(g),
+            "task_edges": tasks,
+            "provenance": {"package_version": nas_mtl.__version__,
+                           "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                           **provenance}}
+
+
+def save_architecture(path: str | Path, g: nx.DiGraph, provenance: Mapping[str, Any]) -> None:
+    write_json_atomic(path, architecture_record(g, provenance))
+
+
+def load_architecture(path: str | Path) -> Architecture:
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GraphError(f"architecture file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise GraphError(f"{path} is not valid JSON: {e}") from None
+    if data.get("format") != ARCH_FORMAT or data.get("version") != ARCH_VERSION:
+        raise GraphError(f"{path} is not a nas-mtl architecture file (version {ARCH_VERSION})")
+    g = from_json(data["graph"])
+    validate(g)
+    return Architecture(graph=g, task_edges=data["task_edges"], provenance=data["provenance"])

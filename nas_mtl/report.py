@@ -1,0 +1,105 @@
+"""report.json and report.md: every result, and per-variant comparison tables.
+
+Tables show mean ± std over seeds for each space; the best value of each column is bold
+(higher or lower per metric; fewer parameters and multiply-adds are better).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nas_mtl.errors import ConfigError
+from nas_mtl.graph import write_json_atomic
+
+
+def _fmt(values: Sequence[float], digits: int = 4) -> str:
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _int(values: Sequence[float]) -> str:
+    return f"{statistics.fmean(values):,.0f}" if values else "–"
+
+
+def comparison_tables(report: dict[str, Any]) -> str:
+    """Markdown tables, one per data variant."""
+    results = report["results"]
+    variants: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        key = ", ".join(f"{k}={v}" for k, v in r["variant"].items()) or "default"
+        variants.setdefault(key, []).append(r)
+    blocks = []
+    for label, rows in variants.items():
+        tasks = list(rows[0]["tasks"])
+        metric = {t: rows[0]["tasks"][t]["metric"] for t in tasks}
+        higher = {t: rows[0]["tasks"][t]["higher_is_better"] for t in tasks}
+        spaces = list(dict.fromkeys(r["space"] for r in rows))
+        cols: list[tuple[str, str, bool | None]] = (
+            [(f"{t} ({metric[t]})", t, higher[t]) for t in tasks]
+            + [("mean", "mean_test", None), ("Δm %", "delta_m", True),
+               ("params", "total_params", False), ("MACs", "total_macs", False),
+               ("wall s", "wall_s", None)])
+        table: dict[str, dict[str, list[float]]] = {}
+        for space in spaces:
+            mine = [r for r in rows if r["space"] == space]
+            table[space] = {}
+            for _, key, _ in cols:
+                vals = [(r["tasks"][key]["test"] if key in r["tasks"] else r[key]) for r in mine]
+                table[space][key] = [float(v) for v in vals if v is not None]
+        means = {s: {k: statistics.fmean(v) for k, v in table[s].items() if v} for s in spaces}
+        best: dict[str, str] = {}
+        for _, key, hi in cols:
+            if hi is None and key != "mean_test":
+                continue
+            if key == "mean_test":  # the mean is only comparable when all metrics agree
+                if len(set(higher.values())) != 1:
+                    continue
+                hi = next(iter(higher.values()))
+            cand = [s for s in spaces if key in means[s]]
+            if cand:
+                best[key] = (max if hi else min)(cand, key=lambda s: means[s][key])
+        head = "| space | " + " | ".join(c for c, _, _ in cols) + " |"
+        sep = "|---" * (len(cols) + 1) + "|"
+        lines = [f"### {report['study']}: {label}", "", head, sep]
+        for space in spaces:
+            cells = []
+            for _, key, _ in cols:
+                vals = table[space][key]
+                text = _int(vals) if key in ("total_params", "total_macs") else (
+                    _fmt(vals, 1) if key == "wall_s" else _fmt(vals, 2 if key == "delta_m" else 4))
+                cells.append(f"**{text}**" if best.get(key) == space and vals else text)
+            lines.append(f"| {space} | " + " | ".join(cells) + " |")
+        n_seeds = len({r["seed"] for r in rows})
+        lines += ["", f"Test metrics, mean ± std over {n_seeds} seed(s); best per column in "
+                      f"bold; Δm vs no_sharing (higher is better); params and MACs of the "
+                      f"retrained model, per example, all tasks."]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def write_report(out: str | Path, report: dict[str, Any]) -> None:
+    out = Path(out)
+    write_json_atomic(out / "report.json", report)
+    text = f"# nas-mtl report: {report['study']}\n\n" + comparison_tables(report)
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".report.md.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, out / "report.md")
+
+
+def load_report(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "report.json"
+    if not path.exists():
+        raise ConfigError(f"no report.json in {run_dir}; give the --out folder of a finished "
+                          f"'nas-mtl run'")
+    return json.loads(path.read_text())

@@ -1,0 +1,203 @@
+"""Study files: one TOML file describes a whole experiment (data, spaces, search, retrain, seeds).
+
+Each table maps one to one onto a frozen dataclass, so an unknown key is found by comparing
+against the dataclass fields and reported with a did-you-mean. Defaults live here, with the
+reason for each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from nas_mtl.errors import ConfigError, did_you_mean
+from nas_mtl.spaces import space_path
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """A task of a user table: which column holds its label and how to learn it."""
+
+    name: str
+    column: str | None = None  # default: the task name
+    type: str = "regression"  # regression | binary | multiclass
+    n_classes: int | None = None
+    weight: float = 1.0  # w_t in Σ_t w_t L_t
+    metric: str | None = None  # primary metric; default per type
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """A built-in data set by ``name`` (with ``params``) or a user ``file``."""
+
+    name: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    sweep: Mapping[str, list] = field(default_factory=dict)  # params to vary: a grid of runs
+    file: str | None = None  # shared-input table: .csv, .csv.gz, .parquet, .npz
+    tasks: tuple[TaskConfig, ...] = ()
+    features: tuple[str, ...] | None = None  # default: every non-label, non-split column
+    categorical: tuple[str, ...] = ()  # one-hot encoded
+    split_column: str | None = None  # values train / val / test; else a seeded split
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    task_column: str | None = None  # per-task file: the column naming each row's task
+    label_column: str | None = None  # per-task file: the label column
+    task_type: str = "multiclass"  # per-task file: the type of every task
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Differentiable search of the supernet (weights and gate variables together)."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    steps_per_epoch: int | None = None  # per-task data: steps per epoch (default: one pass)
+    lr_weights: float = 1e-3  # Adam on weights
+    lr_arch: float = 3e-2  # Adam on gate variables: they move faster than weights (Gumbel-M.)
+    weight_decay: float = 0.0
+    l0_weight: float = 1e-3  # λ on the expected L0 norm (SNR); per example-mean loss scale
+    budget_weight: float = 0.0  # λ_b on the Gumbel budget term
+    entropy_weight: float = 0.0  # optional push towards decided gates
+    warmup_epochs: int = 0  # epochs with gates held open (weights only)
+    alternate: bool = False  # weights on one half of train, gates on the other (DARTS-style)
+    patience: int = 5  # early stopping on validation loss
+    keep_checkpoints: int = 2  # per-epoch checkpoints kept (the best one is always kept)
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class DeriveConfig:
+    """Turn gate distributions into one discrete architecture."""
+
+    samples: int = 0  # K extra architectures sampled from the gates; best on validation wins
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Train the derived, pruned architecture from scratch."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    steps_per_epoch: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 5
+    device: str = "auto"  # auto: CUDA when available, else CPU
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    spaces: tuple[str, ...]
+    data: DataConfig
+    seeds: tuple[int, ...] = (0,)
+    space_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    derive: DeriveConfig = field(default_factory=DeriveConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    description: str = ""
+    path: str | None = None
+    sha256: str | None = None
+
+    def data_variants(self) -> list[dict[str, Any]]:
+        """The grid of ``data.sweep`` values; one empty dict when nothing is swept."""
+        keys = list(self.data.sweep)
+        return [dict(zip(keys, vals, strict=True))
+                for vals in itertools.product(*(self.data.sweep[k] for k in keys))]
+
+    def with_overrides(self, **changes: Any) -> Study:
+        """A copy with top-level fields or nested ``search``/``retrain`` fields replaced."""
+        return dataclasses.replace(self, **changes)
+
+
+_NESTED = {"data": DataConfig, "search": SearchConfig, "derive": DeriveConfig,
+           "retrain": RetrainConfig}
+_USER_KEYS = {f.name for f in dataclasses.fields(Study)} - {"path", "sha256"}
+
+
+def _build(cls: type, table: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} must be a table, got {table!r}")
+    names = {f.name for f in dataclasses.fields(cls)} - {"path", "sha256"}
+    hints = get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{key}'{did_you_mean(key, names)}; "
+                              f"allowed: {', '.join(sorted(names))}")
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    text = str(hint)
+    if "TaskConfig" in text:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list of tables ([[data.tasks]])")
+        return tuple(_build(TaskConfig, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if text.startswith("tuple") and value is not None:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(value)
+    if hint is int and not isinstance(value, int) or hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
+    if hint is float and not isinstance(value, int | float):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    return value
+
+
+def parse_study(raw: Mapping[str, Any], where: str = "study") -> Study:
+    for key in raw:
+        if key not in _USER_KEYS:
+            raise ConfigError(f"{where}: unknown key '{key}'{did_you_mean(key, _USER_KEYS)}; "
+                              f"allowed: {', '.join(sorted(_USER_KEYS))}")
+    for key in ("name", "spaces", "data"):
+        if key not in raw:
+            raise ConfigError(f"{where}: missing required key '{key}'")
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _NESTED:
+            kwargs[key] = _build(_NESTED[key], value, f"{where} [{key}]")
+        elif key in ("spaces", "seeds"):
+            if not isinstance(value, list) or not value:
+                raise ConfigError(f"{where}: '{key}' must be a non-empty list, got {value!r}")
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    study = Study(**kwargs)
+    data = study.data
+    if (data.name is None) == (data.file is None):
+        raise ConfigError(f"{where} [data]: give either 'name' (a built-in data set) or 'file'")
+    if data.file is not None and not data.tasks and data.task_column is None:
+        raise ConfigError(f"{where} [data]: a user file needs [[data.tasks]] (name, column, type)")
+    for space in study.spaces:  # an unknown space fails now, not after hours of training
+        space_path(space)
+    unknown = set(study.space_params) - set(study.spaces)
+    if unknown:
+        raise ConfigError(f"{where} [space_params]: {sorted(unknown)} are not in spaces "
+                          f"{list(study.spaces)}")
+    return study
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"study file not found: {path}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    study = parse_study(raw, str(path))
+    return dataclasses.replace(study, path=str(path),
+                               sha256=hashlib.sha256(text.encode()).hexdigest())

@@ -1,0 +1,33 @@
+"""Shared fixtures: where the real data files are.
+
+The real data (census_income, omniglot, mnist, fashion_mnist) is read from ``$NAS_MTL_DATA_DIR``,
+else from ``<repo>/../shared/data``. Without it the data tests are skipped with a reason --
+except in CI (``$CI`` set), where a missing data folder fails the run instead of hiding tests.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_SETS = ("census_income", "omniglot", "mnist", "fashion_mnist")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder holding the real data sets (one sub-folder each)."""
+    env = os.environ.get("NAS_MTL_DATA_DIR", "")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    missing = [name for name in DATA_SETS if not (path / name).is_dir()]
+    if missing:
+        reason = (
+            f"real data not found: {path} lacks {', '.join(missing)}; set NAS_MTL_DATA_DIR to "
+            "the folder described in docs/data.md"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
+        pytest.skip(reason)
+    return path

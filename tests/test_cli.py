@@ -1,0 +1,167 @@
+"""Every CLI command end to end on tiny data; user mistakes are one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nas_mtl.cli import main
+
+TINY = """
+name = "tiny"
+spaces = {spaces}
+seeds = [0]
+
+[data]
+name = "synthetic"
+params = {{ n_train = 256, n_val = 64, n_test = 64, input_dim = 8, groups = [2, 1] }}
+
+[space_params]
+{space_params}
+
+[search]
+epochs = 2
+batch_size = 64
+patience = 2
+
+[derive]
+samples = {samples}
+
+[retrain]
+epochs = 2
+batch_size = 64
+patience = 2
+"""
+
+
+def _study(tmp_path: Path, spaces=("no_sharing", "snr_trans"), samples=0,
+           space_params='snr_trans = { subnetworks = 3, width = 4 }') -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(spaces=json.dumps(list(spaces)), samples=samples,
+                                space_params=space_params))
+    return path
+
+
+def test_spaces_lists_the_eight_seed_spaces(capsys):
+    assert main(["spaces"]) == 0
+    out = capsys.readouterr().out
+    for name in ("shared_bottom", "no_sharing", "mmoe", "omoe", "snr_trans", "snr_aver",
+                 "gumbel_matrix", "custom_dag"):
+        assert any(line.startswith(name + " ") for line in out.splitlines()), name
+
+
+def test_run_writes_the_run_directory_and_report(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(_study(tmp_path, samples=2)), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| snr_trans |" in printed and "| no_sharing |" in printed
+    report = json.loads((out / "report.json").read_text())
+    entries = {(r["space"], r["seed"]): r for r in report["results"]}
+    assert set(entries) == {("no_sharing", 0), ("snr_trans", 0)}
+    snr = entries[("snr_trans", 0)]
+    assert set(snr["tasks"]) == {"g0_t0", "g0_t1", "g1_t0"}
+    assert all(v["metric"] == "mse" and v["test"] >= 0 for v in snr["tasks"].values())
+    assert entries[("no_sharing", 0)]["delta_m"] == 0.0 and snr["delta_m"] is not None
+    assert snr["macs"]["g0_t0"] > 0 and snr["supernet"]["total"]["macs"] >= snr["total_macs"]
+    run = out / "default" / "snr_trans" / "seed_0"
+    log = [json.loads(line) for line in (run / "search_log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and {"frac_open", "gate_entropy", "gates", "val_loss"} <= set(log[0])
+    assert (run / "checkpoints" / "search_best.pt").exists()
+    arch = json.loads((run / "architecture.json").read_text())
+    assert arch["provenance"]["seed"] == 0 and len(arch["provenance"]["study_sha256"]) == 64
+    assert arch["provenance"]["derive"]["method"] == "sampled"
+    assert (out / "report.md").read_text().startswith("# nas-mtl report: tiny")
+    assert main(["report", str(out)]) == 0
+    assert "| snr_trans |" in capsys.readouterr().out
+
+
+def test_search_derive_retrain_commands(tmp_path, capsys):
+    study, out = _study(tmp_path), tmp_path / "out"
+    assert main(["search", str(study), "--space", "snr_trans", "--out", str(out)]) == 0
+    run = out / "default" / "snr_trans" / "seed_0"
+    assert (run / "supernet.json").exists() and not (run / "architecture.json").exists()
+    assert main(["derive", str(run), "--samples", "1"]) == 0
+    assert (run / "architecture.json").exists()
+    assert main(["retrain", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert "g0_t0: mse" in printed and "r2" in printed
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.replace("[search]", "[search]\nepocs = 3"),
+     "unknown key 'epocs' (did you mean 'epochs'?)"),
+    (lambda s: s.replace('"snr_trans"]', '"snr_tran"]'),
+     "unknown search space 'snr_tran' (did you mean 'snr_trans'?)"),
+    (lambda s: s.replace('name = "synthetic"', 'file = "missing.csv"\n'
+                         'tasks = [{ name = "a", column = "y" }]'),
+     "missing.csv"),
+])
+def test_user_errors_exit_2_with_one_line(tmp_path, edit, message):
+    study = _study(tmp_path)
+    study.write_text(edit(study.read_text()))
+    proc = subprocess.run([sys.executable, "-m", "nas_mtl.cli", "run", str(study), "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nas-mtl: error:") and message in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_study_and_run_dir(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "study file not found" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no report.json" in capsys.readouterr().err
+    assert main(["derive", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_user_csv_study_end_to_end(tmp_path):
+    """A CSV with a categorical column, missing labels and a split column runs every stage."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 240
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    color = rng.choice(["red", "green", "blue"], size=n)
+    spend = 2 * x1 + (color == "red") + rng.normal(scale=0.1, size=n)
+    churn = (x2 + (color == "blue") > 0.5).astype(float)
+    split = np.array(["train"] * 160 + ["val"] * 40 + ["test"] * 40)
+    lines = ["x1,x2,color,split,spend,churn"]
+    for i in range(n):
+        s = "" if i % 7 == 0 else f"{spend[i]:.4f}"  # missing labels
+        c = "" if i % 5 == 0 else f"{int(churn[i])}"
+        lines.append(f"{x1[i]:.4f},{x2[i]:.4f},{color[i]},{split[i]},{s},{c}")
+    (tmp_path / "users.csv").write_text("\n".join(lines) + "\n")
+    study = tmp_path / "users.toml"
+    study.write_text(textwrap.dedent("""
+        name = "users"
+        spaces = ["no_sharing", "snr_aver", "gumbel_matrix"]
+        [data]
+        file = "users.csv"
+        categorical = ["color"]
+        split_column = "split"
+        tasks = [{ name = "spend", type = "regression" },
+                 { name = "churn", type = "binary", weight = 2.0 }]
+        [space_params]
+        snr_aver = { subnetworks = 2, width = 8 }
+        gumbel_matrix = { components = 2, width = 8 }
+        [search]
+        epochs = 2
+        batch_size = 32
+        [retrain]
+        epochs = 2
+        batch_size = 32
+    """))
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [r["space"] for r in report["results"]] == ["no_sharing", "snr_aver", "gumbel_matrix"]
+    for r in report["results"]:
+        assert r["tasks"]["spend"]["metric"] == "mse" and r["tasks"]["churn"]["metric"] == "auc"
+        assert 0.0 <= r["tasks"]["churn"]["test"] <= 1.0
