@@ -61,7 +61,8 @@ def load_data(study: Study, variant: Mapping[str, Any], seed: int,
         path = Path(study.path).parent / path
     if d.task_column is not None:
         return load_per_task_table(path, task_column=d.task_column, label_column=d.label_column,
-                                   task_type=d.task_type, features=d.features,
+                                   task_type=d.task_type, n_classes=d.n_classes,
+                                   features=d.features,
                                    categorical=d.categorical, split_column=d.split_column,
                                    split_fractions=d.split_fractions, seed=seed)
     tasks = [TableTask(name=t.name, column=t.column or t.name, type=t.type,
@@ -99,6 +100,7 @@ def run_derive(net: Supernet, study: Study, data: MultiTaskData, seed: int, run_
     device = next(net.parameters()).device
     decisions, how = choose_architecture(net, data, study.derive.samples, seed, device)
     arch = derive(net, decisions)
+    arch.graph["input_regime"] = data.regime  # per-task inputs: prune unused task streams
     save_architecture(run_dir / "architecture.json", arch, {**provenance, "derive": how})
     return arch
 

@@ -48,6 +48,7 @@ class DataConfig:
     task_column: str | None = None  # per-task file: the column naming each row's task
     label_column: str | None = None  # per-task file: the label column
     task_type: str = "multiclass"  # per-task file: the type of every task
+    n_classes: int | None = None  # per-task file, multiclass: classes per task
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,24 @@ from nas_mtl.gates import GATES, Gate, GateContext, edges_for_block
 from nas_mtl.graph import INPUT, in_shape, validate
 
 
-def _signature(node_data: dict) -> str:
-    """Nodes with equal signatures run as one batched module (towers pad their outputs)."""
+def _signature(node_data: dict, by_tasks: bool = False) -> str:
+    """Nodes with equal signatures run as one batched module (towers pad their outputs).
+
+    ``by_tasks``: a pruned model that runs task streams groups components by the tasks that
+    use them (``tasks``, recorded by derive), so a group skips the other tasks' streams.
+    """
     width = None if node_data["role"] == "head" else node_data["width"]
-    return json.dumps([node_data["kind"], width, node_data.get("params", {})], sort_keys=True)
+    users = node_data.get("tasks") if by_tasks and node_data["role"] == "component" else None
+    return json.dumps([node_data["kind"], width, node_data.get("params", {}), users],
+                      sort_keys=True)
+
+
+def prunes_streams(g: nx.DiGraph) -> bool:
+    """Whether a derived graph runs task streams: per-task inputs or per-task gates."""
+    if not g.graph.get("derived"):
+        return False
+    task_gates = any(d["gate"]["scope"] == "task" for _, _, d in g.edges(data=True))
+    return task_gates or g.graph.get("input_regime") == "per_task"
 
 
 def _gate_signature(gate: dict) -> str:
@@ -49,6 +63,7 @@ class _Group:
     lo: int  # destinations [lo, hi) of the block
     hi: int
     nodes: tuple[str, ...]
+    tasks: frozenset[int] | None = None  # task indices that use the group (derived graphs)
 
 
 class Block(nn.Module):
@@ -82,27 +97,33 @@ class Block(nn.Module):
                 e_src, e_dst = torch.nonzero(edges.mask, as_tuple=True)
                 self.register_buffer("edge_src", e_src, persistent=False)
                 self.register_buffer("edge_dst", e_dst, persistent=False)
-                w = torch.empty(len(e_src), widths[0], d_out).uniform_(-widths[0] ** -0.5,
-                                                                     widths[0] ** -0.5)
+                fan_in = edges.mask.sum(0)[e_dst].float() * widths[0]  # per destination
+                bound = fan_in.rsqrt().view(-1, 1, 1)
+                w = (torch.rand(len(e_src), widths[0], d_out) * 2 - 1) * bound
             else:
-                w = torch.empty(sum(widths), len(dst), d_out)
-                for j, d in enumerate(widths):
-                    bound = 1.0 / d**0.5
-                    w[sum(widths[:j]): sum(widths[:j]) + d].uniform_(-bound, bound)
+                # nn.Linear scale over each destination's whole fan-in Σ_j d_j, so that
+                # all-open gates start like a dense layer (Shared-Bottom) would
+                fan_in = (edges.mask.float() * torch.tensor(widths, dtype=torch.float)
+                          .unsqueeze(1)).sum(0)  # (C,)
+                w = (torch.rand(sum(widths), len(dst), d_out) * 2 - 1) * \
+                    fan_in.clamp(min=1).rsqrt().view(1, -1, 1)
             self.weight = nn.Parameter(w)
             self.register_buffer("row_src", torch.repeat_interleave(
                 torch.arange(len(src)), torch.tensor(widths)), persistent=False)
         # component groups: contiguous runs of destinations with one stack signature
+        by_tasks = prunes_streams(g)
         self.groups: list[_Group] = []
         modules = []
         lo = 0
         while lo < len(dst):
-            sig = _signature(g.nodes[dst[lo]])
+            sig = _signature(g.nodes[dst[lo]], by_tasks)
             hi = lo
-            while hi < len(dst) and _signature(g.nodes[dst[hi]]) == sig:
+            while hi < len(dst) and _signature(g.nodes[dst[hi]], by_tasks) == sig:
                 hi += 1
-            self.groups.append(_Group(lo, hi, tuple(dst[lo:hi])))
             data = g.nodes[dst[lo]]
+            users = data.get("tasks") if data["role"] == "component" and by_tasks else None
+            self.groups.append(_Group(lo, hi, tuple(dst[lo:hi]), None if users is None else
+                                      frozenset(list(tasks).index(t) for t in users)))
             if self.is_head:
                 params = data.get("params", {})
                 modules.append(BatchedTowers(
@@ -166,14 +187,27 @@ class Block(nn.Module):
         V = Y.new_zeros(Y.shape[0], B, len(self.dst), d_out).index_add_(2, self.edge_dst, Y)
         return V if cols is None else V.index_select(2, cols)
 
-    def run_components(self, V: Tensor) -> list[Tensor]:
-        """Each group's output, (S, B, C_g, *out)."""
+    def run_components(self, V: Tensor, stream_tasks: list[int]) -> list[Tensor]:
+        """Each group's output, (S, B, C_g, *out).
+
+        With task streams, a group that only some tasks use (a pruned model) runs on those
+        tasks' streams alone; the other streams get zeros, which no edge of theirs reads.
+        """
         S, B = V.shape[:2]
         outs = []
         for grp, module in zip(self.groups, self.modules_, strict=True):
             v = V[:, :, grp.lo: grp.hi]
-            y = module(v.reshape(S * B, *v.shape[2:]))
-            outs.append(y.view(S, B, *y.shape[1:]))
+            used = list(range(S))
+            if S > 1 and grp.tasks is not None:
+                used = [s for s, t in enumerate(stream_tasks) if t in grp.tasks]
+            if len(used) == S:
+                y = module(v.reshape(S * B, *v.shape[2:]))
+                outs.append(y.view(S, B, *y.shape[1:]))
+                continue
+            idx = torch.tensor(used, device=V.device)
+            y = module(v.index_select(0, idx).reshape(len(used) * B, *v.shape[2:]))
+            y = y.view(len(used), B, *y.shape[1:])
+            outs.append(y.new_zeros(S, *y.shape[1:]).index_copy(0, idx, y))
         return outs
 
 
@@ -213,10 +247,11 @@ class Supernet(nn.Module):
                 if graph.nodes[dst[0]]["role"] == "head":
                     dst = sorted(dst, key=lambda h: self.tasks.index(graph.nodes[h]["task"]))
                 else:  # stable sort keeps same-signature components contiguous
+                    by_tasks = prunes_streams(graph)
                     sigs: dict[str, int] = {}
                     for n in dst:
-                        sigs.setdefault(_signature(graph.nodes[n]), len(sigs))
-                    dst = sorted(dst, key=lambda n: sigs[_signature(graph.nodes[n])])
+                        sigs.setdefault(_signature(graph.nodes[n], by_tasks), len(sigs))
+                    dst = sorted(dst, key=lambda n: sigs[_signature(graph.nodes[n], by_tasks)])
                 src = sorted({u for v in dst for u in graph.predecessors(v)},
                              key=position.__getitem__)
                 blocks.append(Block(graph, src, dst, shapes, self.tasks, input_dim))
@@ -266,7 +301,8 @@ class Supernet(nn.Module):
         if tuple(x.shape[2:]) != self.input_shape:
             raise GraphError(f"input shape {tuple(x.shape[2:])} != graph input {self.input_shape}")
         index = {t: i for i, t in enumerate(self.tasks)}
-        stream_tasks = torch.tensor([index[t] for t in tasks], device=x.device)
+        stream_ids = [index[t] for t in tasks]
+        stream_tasks = torch.tensor(stream_ids, device=x.device)
         ctx = GateContext(stream_tasks=stream_tasks, x_flat=x.reshape(x.shape[0], x.shape[1], -1))
         inp = x.unsqueeze(2)  # (S, B, 1, *in)
         outs: list[Tensor] = []
@@ -283,7 +319,7 @@ class Supernet(nn.Module):
             if block.is_head:
                 results.update(self._run_heads(block, U, G, tasks, stream_tasks))
             else:
-                outs.extend(block.run_components(block.mix(U, G, None)))
+                outs.extend(block.run_components(block.mix(U, G, None), stream_ids))
         return {t: results[t] for t in tasks}
 
     def _run_heads(self, block: Block, U: Tensor, G: Tensor, tasks: list[str],

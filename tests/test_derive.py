@@ -97,15 +97,32 @@ def test_gumbel_derivation_is_per_task_and_averages():
     assert list(arch.predecessors("head:c")) == ["L1.2"] and arch.nodes["L1.2"]["tasks"] == ["c"]
     edge = arch.edges["L1.1", "head:a"]["gate"]
     assert edge["kind"] == "fixed" and edge["params"]["normalize"] is True
-    # the derived model computes the supernet's eval function for tasks a and b
+    # the derived model computes the supernet's eval function for tasks a and b, and each
+    # component group runs only on the streams of the tasks that use it
     model = Supernet(arch).eval()
-    model.blocks[0].modules_[0].load_state_dict({
-        k: v for k, v in net.blocks[0].modules_[0].state_dict().items()})
+    assert [g.nodes for g in model.blocks[0].groups] == [("L1.0",), ("L1.1",), ("L1.2",)]
+    for node in ("L1.0", "L1.1", "L1.2"):
+        _copy_component(net, model, node)
     model.blocks[1].modules_[0].load_state_dict(net.blocks[1].modules_[0].state_dict())
     x = torch.randn(5, 6)
     ref, got = net.eval()(x), model(x)
     for task in ("a", "b"):
         torch.testing.assert_close(got[task], ref[task])
+
+
+def _copy_component(src: Supernet, dst: Supernet, node: str) -> None:
+    """Copy one component's slice of its batched module (instance axis first)."""
+    def locate(net):
+        for blk in net.blocks:
+            for grp, module in zip(blk.groups, blk.modules_, strict=True):
+                if node in grp.nodes:
+                    return module, grp.nodes.index(node)
+        raise KeyError(node)
+
+    (m_src, i), (m_dst, k) = locate(src), locate(dst)
+    with torch.no_grad():
+        for p_src, p_dst in zip(m_src.parameters(), m_dst.parameters(), strict=True):
+            p_dst[k].copy_(p_src[i])
 
 
 def test_load_architecture_errors(tmp_path):

@@ -1,0 +1,57 @@
+"""Study files map onto dataclasses; every shipped study parses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nas_mtl.errors import ConfigError
+from nas_mtl.study import load_study, parse_study
+
+STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))
+BASE = {"name": "s", "spaces": ["mmoe"], "data": {"name": "synthetic"}}
+
+
+def test_the_required_studies_ship():
+    names = {p.stem for p in STUDIES}
+    assert {"quickstart", "mmoe_synthetic", "census_income", "omniglot",
+            "mnist_family"} <= names
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_shipped_study_parses(path):
+    study = load_study(path)
+    assert study.name == path.stem and study.spaces and len(study.sha256) == 64
+
+
+def test_mmoe_synthetic_sweeps_rho():
+    study = load_study(next(p for p in STUDIES if p.stem == "mmoe_synthetic"))
+    assert [v["rho"] for v in study.data_variants()] == [0.5, 0.9, 1.0]
+    assert {"shared_bottom", "mmoe", "snr_trans", "snr_aver"} <= set(study.spaces)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({**BASE, "sead": 1}, "unknown key 'sead'"),
+    ({**BASE, "search": {"lr_weight": 1.0}}, "unknown key 'lr_weight' (did you mean "
+                                              "'lr_weights'?)"),
+    ({**BASE, "retrain": {"epochs": "ten"}}, "study [retrain].epochs must be int, got 'ten'"),
+    ({**BASE, "data": {"name": "synthetic", "file": "x.csv"}}, "give either 'name'"),
+    ({**BASE, "data": {"file": "x.csv"}}, "a user file needs [[data.tasks]]"),
+    ({**BASE, "spaces": []}, "'spaces' must be a non-empty list"),
+    ({**BASE, "space_params": {"snr": {}}}, "['snr'] are not in spaces"),
+    ({"name": "s", "data": {"name": "synthetic"}}, "missing required key 'spaces'"),
+    ({**BASE, "data": {"file": "x.csv", "tasks": [{"name": "a", "colum": "y"}]}},
+     "unknown key 'colum' (did you mean 'column'?)"),
+])
+def test_bad_studies_name_the_field(raw, message):
+    with pytest.raises(ConfigError) as err:
+        parse_study(raw)
+    assert message in str(err.value)
+
+
+def test_invalid_toml_names_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("name = \n")
+    with pytest.raises(ConfigError, match="bad.toml: invalid TOML"):
+        load_study(path)
