@@ -82,25 +82,31 @@ def graph_macs(g: nx.DiGraph) -> int:
             continue
         params = data.get("params", {})
         if data["role"] == "head":
-            total += tower_macs(in_shape(g, n, shapes)[0], params.get("hidden", []),
-                                data["width"])
+            total += tower_macs(in_shape(g, n, shapes)[0], params.get("hidden", []), data["width"])
         else:
-            total += COMPONENTS.get(data["kind"]).macs(in_shape(g, n, shapes), data["width"],
-                                                       params)
+            total += COMPONENTS.get(data["kind"]).macs(
+                in_shape(g, n, shapes), data["width"], params
+            )
     return total
 
 
 def gate_net_macs(net: Supernet) -> int:
     """Per-example multiply-adds of input-conditioned (softmax) gate networks, e.g. MMoE's."""
-    return sum(b.gate.net.in_features * b.gate.net.out_features for b in net.blocks
-               if hasattr(b.gate, "net") and isinstance(b.gate.net, nn.Linear))
+    return sum(
+        b.gate.net.in_features * b.gate.net.out_features
+        for b in net.blocks
+        if hasattr(b.gate, "net") and isinstance(b.gate.net, nn.Linear)
+    )
 
 
 def snr_macs_formula() -> int:
     """The issue's closed form: input->L1, L1->L2, L2->heads linear edges, plus towers."""
-    return (SUBNETS * INPUT_DIM * WIDTH + SUBNETS * SUBNETS * WIDTH * WIDTH
-            + N_TASKS * SUBNETS * WIDTH * WIDTH
-            + N_TASKS * (WIDTH * TOWER_HIDDEN + TOWER_HIDDEN * 1))
+    return (
+        SUBNETS * INPUT_DIM * WIDTH
+        + SUBNETS * SUBNETS * WIDTH * WIDTH
+        + N_TASKS * SUBNETS * WIDTH * WIDTH
+        + N_TASKS * (WIDTH * TOWER_HIDDEN + TOWER_HIDDEN * 1)
+    )
 
 
 def mlp_macs(widths: list[int], tower: list[int]) -> int:
@@ -122,17 +128,25 @@ class DenseMLP(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         w = self.TRUNK
-        self.trunk = nn.Sequential(nn.Linear(w[0], w[1]), nn.ReLU(), nn.Linear(w[1], w[2]),
-                                   nn.ReLU(), nn.Linear(w[2], w[3]))
+        self.trunk = nn.Sequential(
+            nn.Linear(w[0], w[1]),
+            nn.ReLU(),
+            nn.Linear(w[1], w[2]),
+            nn.ReLU(),
+            nn.Linear(w[2], w[3]),
+        )
         t = self.TOWER
         self.towers = nn.ModuleList(
             nn.Sequential(nn.Linear(t[0], t[1]), nn.ReLU(), nn.Linear(t[1], t[2]))
-            for _ in range(N_TASKS))
+            for _ in range(N_TASKS)
+        )
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         h = self.trunk(x).split(WIDTH, dim=1)
-        return {name: tower(h[i]) for i, (name, tower) in enumerate(zip(TASKS, self.towers,
-                                                                           strict=True))}
+        return {
+            name: tower(h[i])
+            for i, (name, tower) in enumerate(zip(TASKS, self.towers, strict=True))
+        }
 
 
 # --------------------------------------------------------------------------- (c) naive loop
@@ -163,21 +177,23 @@ class NaiveSNRTrans(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.first = nn.ModuleList(nn.Linear(INPUT_DIM, WIDTH, bias=False)
-                                   for _ in range(SUBNETS))
-        self.first_bias = nn.ParameterList(nn.Parameter(torch.zeros(WIDTH))
-                                           for _ in range(SUBNETS))
+        self.first = nn.ModuleList(nn.Linear(INPUT_DIM, WIDTH, bias=False) for _ in range(SUBNETS))
+        self.first_bias = nn.ParameterList(nn.Parameter(torch.zeros(WIDTH)) for _ in range(SUBNETS))
         self.routed = nn.ModuleList(
             nn.ModuleList(HardConcreteEdge(WIDTH, WIDTH) for _ in range(SUBNETS))
-            for _ in range(SUBNETS))  # routed[i][j]: u_j -> v_i
-        self.routed_bias = nn.ParameterList(nn.Parameter(torch.zeros(WIDTH))
-                                            for _ in range(SUBNETS))
+            for _ in range(SUBNETS)
+        )  # routed[i][j]: u_j -> v_i
+        self.routed_bias = nn.ParameterList(
+            nn.Parameter(torch.zeros(WIDTH)) for _ in range(SUBNETS)
+        )
         self.heads = nn.ModuleList(
             nn.ModuleList(HardConcreteEdge(WIDTH, WIDTH) for _ in range(SUBNETS))
-            for _ in range(N_TASKS))  # heads[t][j]: v_j -> head t
+            for _ in range(N_TASKS)
+        )  # heads[t][j]: v_j -> head t
         self.towers = nn.ModuleList(
             nn.Sequential(nn.Linear(WIDTH, TOWER_HIDDEN), nn.ReLU(), nn.Linear(TOWER_HIDDEN, 1))
-            for _ in range(N_TASKS))
+            for _ in range(N_TASKS)
+        )
 
     def _edges(self) -> list[HardConcreteEdge]:
         return [e for dst in [*self.routed, *self.heads] for e in dst]
@@ -236,8 +252,16 @@ def make_case(key: str, label: str, model: nn.Module, macs: int) -> Case:
         opts.append(torch.optim.Adam(arch, lr=LR))
     has_l0 = hasattr(model, "penalties") and "l0" in model.penalties()
     model.train()
-    return Case(key, label, model, macs, opts, has_l0,
-                sum(p.numel() for p in weights), sum(p.numel() for p in arch))
+    return Case(
+        key,
+        label,
+        model,
+        macs,
+        opts,
+        has_l0,
+        sum(p.numel() for p in weights),
+        sum(p.numel() for p in arch),
+    )
 
 
 def train_step(case: Case, x: Tensor, ys: dict[str, Tensor]) -> None:
@@ -265,7 +289,11 @@ def build_cases() -> tuple[list[Case], dict[str, Any]]:
     g = build_space("snr_trans", (INPUT_DIM,), TASKS)
     sp = g.graph["space_params"]
     assert (sp["layers"], sp["subnetworks"], sp["width"], list(sp["tower"])) == (
-        2, SUBNETS, WIDTH, [TOWER_HIDDEN]), f"snr_trans defaults changed: {sp}"
+        2,
+        SUBNETS,
+        WIDTH,
+        [TOWER_HIDDEN],
+    ), f"snr_trans defaults changed: {sp}"
     snr_macs = graph_macs(g)
     assert snr_macs == snr_macs_formula(), (snr_macs, snr_macs_formula())
     dense_macs = mlp_macs(DenseMLP.TRUNK, DenseMLP.TOWER)
@@ -278,8 +306,9 @@ def build_cases() -> tuple[list[Case], dict[str, Any]]:
         make_case("snr_trans", "(a) SNR-Trans supernet", Supernet(g), snr_macs),
         make_case("dense", "(b) dense MLP, same MACs", DenseMLP(), dense_macs),
         make_case("naive", "(c) SNR-Trans naive per-edge loop", naive, snr_macs),
-        make_case("mmoe", "(d) MMoE 8x16, towers 8", mmoe,
-                  graph_macs(g_mmoe) + gate_net_macs(mmoe)),
+        make_case(
+            "mmoe", "(d) MMoE 8x16, towers 8", mmoe, graph_macs(g_mmoe) + gate_net_macs(mmoe)
+        ),
     ]
     info = {
         "snr_trans_params": dict(sp),
@@ -330,7 +359,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: dict[str, list[float]] = {c.key: [] for c in cases}
     for r in range(args.repeats):
         # round-robin within a repeat, rotating the start so no case always runs first
-        order = cases[r % len(cases):] + cases[: r % len(cases)]
+        order = cases[r % len(cases) :] + cases[: r % len(cases)]
         for c in order:
             runs[c.key].append(time_steps(steps[c.key], args.steps))
 
@@ -339,8 +368,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "snr_vs_dense": [a / b for a, b in zip(runs["snr_trans"], runs["dense"], strict=True)],
         "snr_vs_naive": [a / b for a, b in zip(runs["snr_trans"], runs["naive"], strict=True)],
     }
-    ratios = {"snr_vs_dense": med["snr_trans"] / med["dense"],
-              "snr_vs_naive": med["snr_trans"] / med["naive"]}
+    ratios = {
+        "snr_vs_dense": med["snr_trans"] / med["dense"],
+        "snr_vs_naive": med["snr_trans"] / med["naive"],
+    }
     targets = {"snr_vs_dense": 0.8, "snr_vs_naive": 3.0}
     threads = {
         "torch_num_threads": torch.get_num_threads(),
@@ -350,34 +381,53 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
     }
 
-    print(f"supernet_speed: CPU training steps/s, batch {BATCH}, input {INPUT_DIM}, "
-          f"{N_TASKS} tasks; median of {args.repeats} x {args.steps} steps (round-robin)")
+    print(
+        f"supernet_speed: CPU training steps/s, batch {BATCH}, input {INPUT_DIM}, "
+        f"{N_TASKS} tasks; median of {args.repeats} x {args.steps} steps (round-robin)"
+    )
     print("threads: " + ", ".join(f"{k}={v}" for k, v in threads.items()))
-    print(f"MACs/example: SNR-Trans {info['snr_macs_per_example']:,} (graph), dense MLP "
-          f"{info['dense_macs_per_example']:,} (trunk {DenseMLP.TRUNK}, towers "
-          f"{N_TASKS}x{DenseMLP.TOWER})")
-    print(f"{'case':<36}{'steps/s':>9}{'min':>8}{'max':>8}{'MACs/ex':>10}{'weights':>9}"
-          f"{'arch':>6}")
+    print(
+        f"MACs/example: SNR-Trans {info['snr_macs_per_example']:,} (graph), dense MLP "
+        f"{info['dense_macs_per_example']:,} (trunk {DenseMLP.TRUNK}, towers "
+        f"{N_TASKS}x{DenseMLP.TOWER})"
+    )
+    print(f"{'case':<36}{'steps/s':>9}{'min':>8}{'max':>8}{'MACs/ex':>10}{'weights':>9}{'arch':>6}")
     for c in cases:
         v = runs[c.key]
-        print(f"{c.label:<36}{med[c.key]:>9.1f}{min(v):>8.1f}{max(v):>8.1f}{c.macs:>10,}"
-              f"{c.n_params:>9,}{c.n_arch:>6}")
+        print(
+            f"{c.label:<36}{med[c.key]:>9.1f}{min(v):>8.1f}{max(v):>8.1f}{c.macs:>10,}"
+            f"{c.n_params:>9,}{c.n_arch:>6}"
+        )
     for k, v in ratios.items():
         ok = "met" if v >= targets[k] else "NOT met"
-        print(f"{k:<13} = {v:5.2f} (per-repeat median {statistics.median(per_rep[k]):5.2f}, "
-              f"target >= {targets[k]}: {ok})")
+        print(
+            f"{k:<13} = {v:5.2f} (per-repeat median {statistics.median(per_rep[k]):5.2f}, "
+            f"target >= {targets[k]}: {ok})"
+        )
 
     payload = {
         "benchmark": "supernet_speed",
         "description": "CPU training steps/s: forward + sum of 4 MSE (+1e-4 L0) + backward + "
-                       "Adam (weights; second Adam on arch params where present)",
-        "config": {"batch": BATCH, "input_dim": INPUT_DIM, "tasks": N_TASKS,
-                   "repeats": args.repeats, "steps": args.steps, "warmup_steps": WARMUP_STEPS,
-                   "seed": args.seed, "l0_weight": L0_WEIGHT, "lr": LR},
+        "Adam (weights; second Adam on arch params where present)",
+        "config": {
+            "batch": BATCH,
+            "input_dim": INPUT_DIM,
+            "tasks": N_TASKS,
+            "repeats": args.repeats,
+            "steps": args.steps,
+            "warmup_steps": WARMUP_STEPS,
+            "seed": args.seed,
+            "l0_weight": L0_WEIGHT,
+            "lr": LR,
+        },
         "threads": threads,
-        "machine": {"torch": torch.__version__, "python": platform.python_version(),
-                    "cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+        },
         "models": info,
         "steps_per_s": {c.key: med[c.key] for c in cases},
         "steps_per_s_runs": runs,

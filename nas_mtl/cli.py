@@ -26,20 +26,28 @@ def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
     if out:
         p.add_argument("--out", type=Path, help="output folder (default: runs/<study name>)")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--data-dir", default=None,
-                   help="folder of the real data sets (default: $NAS_MTL_DATA_DIR or ./data)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder of the real data sets (default: $NAS_MTL_DATA_DIR or ./data)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log each epoch")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="nas-mtl", description="Search how multi-task networks should share parameters.")
+        prog="nas-mtl", description="Search how multi-task networks should share parameters."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("spaces", help="list the search spaces")
     p = sub.add_parser("run", help="run a study: search, derive, retrain and report every space")
     p.add_argument("study", type=Path)
-    p.add_argument("--seed", type=int, action="append", help="seed(s) to run instead of the "
-                   "study's (repeat the flag for several)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        help="seed(s) to run instead of the study's (repeat the flag for several)",
+    )
     _common(p)
     p = sub.add_parser("search", help="search one space of a study (writes supernet + logs)")
     p.add_argument("study", type=Path)
@@ -60,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return COMMANDS[args.command](args)
     except NasMtlError as e:
@@ -90,15 +100,26 @@ def _run(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     out = args.out or Path("runs") / study.name
     start = time.perf_counter()
-    print(f"nas-mtl: study '{study.name}': spaces {', '.join(study.spaces)}; output {out}",
-          flush=True)
+    print(
+        f"nas-mtl: study '{study.name}': spaces {', '.join(study.spaces)}; output {out}", flush=True
+    )
 
     def progress(entry: dict) -> None:
-        print(f"  {entry['space']:<14} seed {entry['seed']}  mean test {entry['mean_test']:.4f}"
-              f"  ({entry['wall_s']:.1f} s)", flush=True)
+        print(
+            f"  {entry['space']:<14} seed {entry['seed']}  mean test {entry['mean_test']:.4f}"
+            f"  ({entry['wall_s']:.1f} s)",
+            flush=True,
+        )
 
-    report = run_study(study, out, seeds=args.seed, device=args.device, data_dir=args.data_dir,
-                       progress=sys.stderr.isatty(), on_result=progress)
+    report = run_study(
+        study,
+        out,
+        seeds=args.seed,
+        device=args.device,
+        data_dir=args.data_dir,
+        progress=sys.stderr.isatty(),
+        on_result=progress,
+    )
     print()
     print(comparison_tables(report))
     print(f"nas-mtl: done in {time.perf_counter() - start:.1f} s; report: {out / 'report.md'}")
@@ -122,9 +143,10 @@ def _search(args: argparse.Namespace) -> int:
     for variant in study.data_variants():
         run_dir = out / variant_label(variant) / args.space / f"seed_{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "context.json", {"study": "../../../study.toml",
-                                                     "variant": variant, "space": args.space,
-                                                     "seed": seed})
+        write_json_atomic(
+            run_dir / "context.json",
+            {"study": "../../../study.toml", "variant": variant, "space": args.space, "seed": seed},
+        )
         data = load_data(study, variant, seed, args.data_dir)
         _, info = run_search(study, args.space, data, seed, run_dir, sys.stderr.isatty())
         print(f"{run_dir}: {info}")
@@ -141,20 +163,33 @@ def _derive(args: argparse.Namespace) -> int:
         study = replace(study, derive=replace(study.derive, samples=args.samples))
     data = load_data(study, ctx["variant"], ctx["seed"], args.data_dir)
     net = load_searched(args.run_dir)
-    arch = run_derive(net, study, data, ctx["seed"], args.run_dir,
-                      {"seed": ctx["seed"], "space": ctx["space"], "variant": ctx["variant"],
-                       "study": study.name, "study_sha256": study.sha256})
+    arch = run_derive(
+        net,
+        study,
+        data,
+        ctx["seed"],
+        args.run_dir,
+        {
+            "seed": ctx["seed"],
+            "space": ctx["space"],
+            "variant": ctx["variant"],
+            "study": study.name,
+            "study_sha256": study.sha256,
+        },
+    )
     n_comp = sum(1 for _, r in arch.nodes(data="role") if r == "component")
-    print(f"{args.run_dir / 'architecture.json'}: {n_comp} components, "
-          f"{arch.number_of_edges()} edges")
+    print(
+        f"{args.run_dir / 'architecture.json'}: {n_comp} components, {arch.number_of_edges()} edges"
+    )
     return 0
 
 
 def _retrain(args: argparse.Namespace) -> int:
     from nas_mtl.pipeline import retrain_run
 
-    metrics = retrain_run(args.run_dir, device=args.device, data_dir=args.data_dir,
-                          progress=sys.stderr.isatty())
+    metrics = retrain_run(
+        args.run_dir, device=args.device, data_dir=args.data_dir, progress=sys.stderr.isatty()
+    )
     for task, values in metrics.items():
         print(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return 0
@@ -167,8 +202,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"spaces": _spaces, "run": _run, "search": _search, "derive": _derive,
-            "retrain": _retrain, "report": _report}
+COMMANDS = {
+    "spaces": _spaces,
+    "run": _run,
+    "search": _search,
+    "derive": _derive,
+    "retrain": _retrain,
+    "report": _report,
+}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -146,7 +146,9 @@ class _MLPKind(ComponentKind):
         return (width,)
 
     def build(self, n, in_shape, width, params):
-        return BatchedMLP(n, self._widths(in_shape, width, params), params.get("activation", "relu"))
+        return BatchedMLP(
+            n, self._widths(in_shape, width, params), params.get("activation", "relu")
+        )
 
     def macs(self, in_shape, width, params):
         w = self._widths(in_shape, width, params)
@@ -178,7 +180,9 @@ class _ActivationKind(ComponentKind):
     def check(self, in_shape, width, params):
         super().check(in_shape, width, params)
         if in_shape[0] != width:
-            raise GraphError(f"an 'activation' component keeps its width: in {in_shape[0]}, out {width}")
+            raise GraphError(
+                f"an 'activation' component keeps its width: in {in_shape[0]}, out {width}"
+            )
 
     def out_shape(self, in_shape, width, params):
         return (width,)
@@ -213,7 +217,9 @@ class _IdentityKind(ComponentKind):
     def check(self, in_shape, width, params):
         super().check(in_shape, width, params)
         if in_shape[0] != width:
-            raise GraphError(f"an 'identity' component keeps its width: in {in_shape[0]}, out {width}")
+            raise GraphError(
+                f"an 'identity' component keeps its width: in {in_shape[0]}, out {width}"
+            )
 
     def out_shape(self, in_shape, width, params):
         return _image_out(in_shape, width, params.get("stride", 1))
@@ -242,16 +248,33 @@ class GroupedConv(nn.Module):
     components is one cuDNN/oneDNN call.
     """
 
-    def __init__(self, n: int, c_in: int, c_out: int, kernels: Sequence[tuple[int, int]],
-                 stride: int, norm: str, act: str) -> None:
+    def __init__(
+        self,
+        n: int,
+        c_in: int,
+        c_out: int,
+        kernels: Sequence[tuple[int, int]],
+        stride: int,
+        norm: str,
+        act: str,
+    ) -> None:
         super().__init__()
         self.n = n
         convs, norms = [], []
         for i, (kh, kw) in enumerate(kernels):
             s = stride if i == len(kernels) - 1 else 1
             a = c_in if i == 0 else c_out
-            convs.append(nn.Conv2d(n * a, n * c_out, (kh, kw), stride=s,
-                                   padding=(kh // 2, kw // 2), groups=n, bias=norm == "none"))
+            convs.append(
+                nn.Conv2d(
+                    n * a,
+                    n * c_out,
+                    (kh, kw),
+                    stride=s,
+                    padding=(kh // 2, kw // 2),
+                    groups=n,
+                    bias=norm == "none",
+                )
+            )
             norms.append(nn.BatchNorm2d(n * c_out) if norm == "batch" else nn.Identity())
         self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
         self.act = activation(act)
@@ -283,8 +306,15 @@ class _ConvKind(ComponentKind):
         return _image_out(in_shape, width, params.get("stride", 1))
 
     def build(self, n, in_shape, width, params):
-        return GroupedConv(n, in_shape[0], width, self.kernels, params.get("stride", 1),
-                           params.get("norm", "batch"), params.get("activation", "relu"))
+        return GroupedConv(
+            n,
+            in_shape[0],
+            width,
+            self.kernels,
+            params.get("stride", 1),
+            params.get("norm", "batch"),
+            params.get("activation", "relu"),
+        )
 
     def macs(self, in_shape, width, params):
         _, h, w = self.out_shape(in_shape, width, params)
@@ -350,7 +380,9 @@ for _kind in (
     _IdentityKind(),
     _ConvKind("conv3x3", ((3, 3),), "3x3 convolution + batch norm + activation"),
     _ConvKind("conv5x5", ((5, 5),), "5x5 convolution + batch norm + activation"),
-    _ConvKind("conv1x7_7x1", ((1, 7), (7, 1)), "1x7 then 7x1 convolution + batch norm + activation"),
+    _ConvKind(
+        "conv1x7_7x1", ((1, 7), (7, 1)), "1x7 then 7x1 convolution + batch norm + activation"
+    ),
     _PoolKind("maxpool3x3", "max"),
     _PoolKind("avgpool3x3", "avg"),
 ):
@@ -364,8 +396,9 @@ class BatchedTowers(nn.Module):
     are sliced off before any loss, so they receive no gradient and are not counted.
     """
 
-    def __init__(self, n: int, d_in: int, hidden: Sequence[int], out_dims: Sequence[int],
-                 act: str) -> None:
+    def __init__(
+        self, n: int, d_in: int, hidden: Sequence[int], out_dims: Sequence[int], act: str
+    ) -> None:
         super().__init__()
         self.out_dims = list(out_dims)
         widths = [d_in, *hidden]

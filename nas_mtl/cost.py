@@ -34,13 +34,17 @@ def graph_costs(g: nx.DiGraph) -> dict[str, Any]:
         if data["role"] == "component":
             kind = COMPONENTS.get(data["kind"])
             shp = in_shape(g, n, shapes)
-            part_cost[n] = (kind.num_params(shp, data["width"], data.get("params", {})),
-                            kind.macs(shp, data["width"], data.get("params", {})))
+            part_cost[n] = (
+                kind.num_params(shp, data["width"], data.get("params", {})),
+                kind.macs(shp, data["width"], data.get("params", {})),
+            )
         elif data["role"] == "head":
             d_in = in_shape(g, n, shapes)[0]
             hidden = data.get("params", {}).get("hidden", [])
-            part_cost[n] = (tower_params(d_in, hidden, data["width"]),
-                            tower_macs(d_in, hidden, data["width"]))
+            part_cost[n] = (
+                tower_params(d_in, hidden, data["width"]),
+                tower_macs(d_in, hidden, data["width"]),
+            )
     for u, v, data in g.edges(data=True):
         if data["transform"] == "linear":
             d = shapes[u][0] * in_shape(g, v, shapes)[0]
@@ -64,8 +68,14 @@ def graph_costs(g: nx.DiGraph) -> dict[str, Any]:
                     group = data["gate"].get("group") if data["gate"]["scope"] == "shared" else v
                     parts.add(("gate", group))
         union |= parts
-        per_task[task] = {"params": sum(part_cost[p][0] for p in parts),
-                          "macs": sum(part_cost[p][1] for p in parts)}
-    return {"per_task": per_task,
-            "total": {"params": sum(part_cost[p][0] for p in union),
-                      "macs": sum(part_cost[p][1] for p in union)}}
+        per_task[task] = {
+            "params": sum(part_cost[p][0] for p in parts),
+            "macs": sum(part_cost[p][1] for p in parts),
+        }
+    return {
+        "per_task": per_task,
+        "total": {
+            "params": sum(part_cost[p][0] for p in union),
+            "macs": sum(part_cost[p][1] for p in union),
+        },
+    }

@@ -69,8 +69,7 @@ def _open_probability(net: Supernet) -> dict[tuple[str, str, int], float]:
     return probs
 
 
-def task_subgraph(edges: set[tuple[str, str]],
-                  task: str) -> set[tuple[str, str]]:
+def task_subgraph(edges: set[tuple[str, str]], task: str) -> set[tuple[str, str]]:
     """Active edges that lie on a path from the input to the task's head."""
     h = nx.DiGraph(list(edges))
     head = head_id(task)
@@ -97,8 +96,11 @@ def derive(net: Supernet, decisions: Decisions | None = None) -> nx.DiGraph:
 
             path = nx.shortest_path(src_graph, INPUT, head_id(task), weight=cost)
             sub = set(zip(path[:-1], path[1:], strict=True))
-            log.warning("task '%s' had no open path; kept its most probable path %s",
-                        task, " -> ".join(path))
+            log.warning(
+                "task '%s' had no open path; kept its most probable path %s",
+                task,
+                " -> ".join(path),
+            )
         per_task[task] = sub
     g = nx.DiGraph(**copy.deepcopy(dict(src_graph.graph)))
     used = {e for sub in per_task.values() for e in sub}
@@ -106,8 +108,11 @@ def derive(net: Supernet, decisions: Decisions | None = None) -> nx.DiGraph:
     for n in src_graph.nodes:  # keep the source graph's node order
         if n in nodes:
             data = copy.deepcopy(src_graph.nodes[n])
-            data["tasks"] = [t for t in net.tasks if any(n in e for e in per_task[t])] \
-                if n != INPUT else list(net.tasks)
+            data["tasks"] = (
+                [t for t in net.tasks if any(n in e for e in per_task[t])]
+                if n != INPUT
+                else list(net.tasks)
+            )
             g.add_node(n, **data)
     for u, v in src_graph.edges:
         if (u, v) not in used:
@@ -119,8 +124,9 @@ def derive(net: Supernet, decisions: Decisions | None = None) -> nx.DiGraph:
             pass  # input-conditioned mixing is part of the model (MMoE); keep it
         elif old["scope"] == "task":
             normalize = old["kind"] == "gumbel" or old["params"].get("normalize", False)
-            data["gate"] = gate_spec("fixed", "task", None, normalize=normalize,
-                                     values={t: 1.0 for t in users})
+            data["gate"] = gate_spec(
+                "fixed", "task", None, normalize=normalize, values={t: 1.0 for t in users}
+            )
         else:
             value = old["params"].get("value", 1.0) if old["kind"] == "fixed" else 1.0
             data["gate"] = gate_spec("fixed", "shared", None, value=value)
@@ -132,8 +138,9 @@ def derive(net: Supernet, decisions: Decisions | None = None) -> nx.DiGraph:
 
 
 @torch.no_grad()
-def choose_architecture(net: Supernet, data: MultiTaskData, samples: int, seed: int,
-                        device: torch.device) -> tuple[Decisions, dict[str, Any]]:
+def choose_architecture(
+    net: Supernet, data: MultiTaskData, samples: int, seed: int, device: torch.device
+) -> tuple[Decisions, dict[str, Any]]:
     """Greedy decisions, or the best of greedy + ``samples`` draws on validation loss."""
     greedy = greedy_decisions(net)
     if samples <= 0 or not learned_gates(net):
@@ -148,8 +155,12 @@ def choose_architecture(net: Supernet, data: MultiTaskData, samples: int, seed: 
     for blk in net.blocks:
         blk.gate.forced = None
     best = min(range(len(scores)), key=scores.__getitem__)
-    return candidates[best], {"method": "sampled", "samples": samples, "chosen": best,
-                              "val_objective": scores}
+    return candidates[best], {
+        "method": "sampled",
+        "samples": samples,
+        "chosen": best,
+        "val_objective": scores,
+    }
 
 
 @dataclass(frozen=True)
@@ -162,13 +173,21 @@ class Architecture:
 
 
 def architecture_record(g: nx.DiGraph, provenance: Mapping[str, Any]) -> dict[str, Any]:
-    tasks = {t: [[u, v] for u, v, d in g.edges(data=True) if t in d.get("tasks", [])]
-             for t in g.graph["tasks"]}
-    return {"format": ARCH_FORMAT, "version": ARCH_VERSION, "graph": to_json(g),
-            "task_edges": tasks,
-            "provenance": {"package_version": nas_mtl.__version__,
-                           "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                           **provenance}}
+    tasks = {
+        t: [[u, v] for u, v, d in g.edges(data=True) if t in d.get("tasks", [])]
+        for t in g.graph["tasks"]
+    }
+    return {
+        "format": ARCH_FORMAT,
+        "version": ARCH_VERSION,
+        "graph": to_json(g),
+        "task_edges": tasks,
+        "provenance": {
+            "package_version": nas_mtl.__version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            **provenance,
+        },
+    }
 
 
 def save_architecture(path: str | Path, g: nx.DiGraph, provenance: Mapping[str, Any]) -> None:

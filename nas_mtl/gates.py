@@ -59,8 +59,10 @@ class Gate(nn.Module):
         super().__init__()
         unknown = set(edges.params) - set(self.PARAMS)
         if unknown:
-            raise GraphError(f"gate kind '{self.kind}' has no parameter(s) {sorted(unknown)}; "
-                             f"allowed: {sorted(self.PARAMS)}")
+            raise GraphError(
+                f"gate kind '{self.kind}' has no parameter(s) {sorted(unknown)}; "
+                f"allowed: {sorted(self.PARAMS)}"
+            )
         self.p = {**self.PARAMS, **edges.params}
         self.scope = edges.scope
         self.n_tasks = len(edges.tasks)
@@ -85,8 +87,12 @@ class Gate(nn.Module):
         if self.forced is not None:
             return self._binary(self.forced, ctx)
         if self.hold_open:
-            return self._binary(self.mask.unsqueeze(0).expand(self.n_tasks, *self.mask.shape)
-                                if self.scope == "task" else self.mask.unsqueeze(0), ctx)
+            return self._binary(
+                self.mask.unsqueeze(0).expand(self.n_tasks, *self.mask.shape)
+                if self.scope == "task"
+                else self.mask.unsqueeze(0),
+                ctx,
+            )
         return None
 
     def sample_decisions(self, generator: torch.Generator | None = None) -> Tensor:
@@ -210,22 +216,32 @@ class HardConcreteGate(Gate):
 
     kind = "hard_concrete"
     penalty_name = "l0"
-    PARAMS = {"beta": 2 / 3, "gamma": -0.1, "zeta": 1.1, "init_mean": 1.0, "init_std": 0.01,
-              "noise": "batch"}
+    PARAMS = {
+        "beta": 2 / 3,
+        "gamma": -0.1,
+        "zeta": 1.1,
+        "init_mean": 1.0,
+        "init_std": 0.01,
+        "noise": "batch",
+    }
 
     def __init__(self, edges: BlockEdges) -> None:
         super().__init__(edges)
         if not self.p["gamma"] < 0 < 1 < self.p["zeta"]:
-            raise GraphError(f"hard_concrete needs gamma < 0 and zeta > 1, got "
-                             f"gamma={self.p['gamma']}, zeta={self.p['zeta']}")
+            raise GraphError(
+                f"hard_concrete needs gamma < 0 and zeta > 1, got "
+                f"gamma={self.p['gamma']}, zeta={self.p['zeta']}"
+            )
         if self.p["noise"] not in ("batch", "example"):
-            raise GraphError(f"hard_concrete noise must be 'batch' or 'example', "
-                             f"got {self.p['noise']!r}")
+            raise GraphError(
+                f"hard_concrete noise must be 'batch' or 'example', got {self.p['noise']!r}"
+            )
         index, n_vars = _var_index(edges)
         self.register_buffer("index", index.clamp(min=0), persistent=False)
         rows = self.n_tasks if self.scope == "task" else 1
         self.log_alpha = nn.Parameter(
-            torch.randn(rows, n_vars) * self.p["init_std"] + self.p["init_mean"])
+            torch.randn(rows, n_vars) * self.p["init_std"] + self.p["init_mean"]
+        )
 
     def _edge(self, per_var: Tensor) -> Tensor:  # (..., n_vars) -> (..., J, C) masked
         return per_var[..., self.index] * self.mask
@@ -369,8 +385,9 @@ class SoftmaxGate(Gate):
     def __init__(self, edges: BlockEdges) -> None:
         super().__init__(edges)
         if self.p["condition"] != "input":
-            raise GraphError("softmax gates are conditioned on the network input: "
-                             "condition = 'input'")
+            raise GraphError(
+                "softmax gates are conditioned on the network input: condition = 'input'"
+            )
         J, C = edges.mask.shape
         self.J, self.C = J, C
         self.n_nets = C if self.scope == "task" else 1
@@ -389,8 +406,13 @@ class SoftmaxGate(Gate):
         return self.mask.unsqueeze(0)
 
 
-def edges_for_block(src: Sequence[str], dst: Sequence[str], edge_data: Mapping[tuple[str, str], Any],
-                    tasks: Sequence[str], input_dim: int) -> BlockEdges:
+def edges_for_block(
+    src: Sequence[str],
+    dst: Sequence[str],
+    edge_data: Mapping[tuple[str, str], Any],
+    tasks: Sequence[str],
+    input_dim: int,
+) -> BlockEdges:
     """Collect the gate description of every edge src[j] -> dst[c] into a BlockEdges."""
     J, C = len(src), len(dst)
     mask = torch.zeros(J, C, dtype=torch.bool)
@@ -410,9 +432,25 @@ def edges_for_block(src: Sequence[str], dst: Sequence[str], edge_data: Mapping[t
     params = dict(first.get("params", {}))
     if first["kind"] == "fixed":
         key = "values" if first["scope"] == "task" else "value"
-        grid = [[(edge_data[(u, v)]["gate"]["params"].get(key, 1.0 if key == "value" else None)
-                  if mask[j, c] else None) for c, v in enumerate(dst)] for j, u in enumerate(src)]
+        grid = [
+            [
+                (
+                    edge_data[(u, v)]["gate"]["params"].get(key, 1.0 if key == "value" else None)
+                    if mask[j, c]
+                    else None
+                )
+                for c, v in enumerate(dst)
+            ]
+            for j, u in enumerate(src)
+        ]
         params["_grid"] = grid
-    return BlockEdges(src=tuple(src), dst=tuple(dst), mask=mask,
-                      groups=tuple(tuple(r) for r in groups), params=params,
-                      scope=first["scope"], tasks=tuple(tasks), input_dim=input_dim)
+    return BlockEdges(
+        src=tuple(src),
+        dst=tuple(dst),
+        mask=mask,
+        groups=tuple(tuple(r) for r in groups),
+        params=params,
+        scope=first["scope"],
+        tasks=tuple(tasks),
+        input_dim=input_dim,
+    )

@@ -48,17 +48,33 @@ def head_id(task: str) -> str:
 
 def new_graph(input_shape: Shape, tasks: Mapping[str, int], name: str = "custom") -> nx.DiGraph:
     """An empty routing graph with its input node; ``tasks`` maps task name to output size."""
-    g = nx.DiGraph(format=FORMAT, version=FORMAT_VERSION, name=name,
-                   input_shape=list(input_shape), tasks=list(tasks))
+    g = nx.DiGraph(
+        format=FORMAT,
+        version=FORMAT_VERSION,
+        name=name,
+        input_shape=list(input_shape),
+        tasks=list(tasks),
+    )
     g.add_node(INPUT, role="input", layer=0, width=int(input_shape[0]), shape=list(input_shape))
     g.graph["out_dims"] = {t: int(d) for t, d in tasks.items()}
     return g
 
 
-def add_component(g: nx.DiGraph, node: str, kind: str, width: int, layer: int | None = None,
-                  in_width: int | None = None, **params: Any) -> str:
-    attrs: dict[str, Any] = {"role": "component", "kind": kind, "width": int(width),
-                             "params": dict(params)}
+def add_component(
+    g: nx.DiGraph,
+    node: str,
+    kind: str,
+    width: int,
+    layer: int | None = None,
+    in_width: int | None = None,
+    **params: Any,
+) -> str:
+    attrs: dict[str, Any] = {
+        "role": "component",
+        "kind": kind,
+        "width": int(width),
+        "params": dict(params),
+    }
     if layer is not None:
         attrs["layer"] = int(layer)
     if in_width is not None:
@@ -67,25 +83,40 @@ def add_component(g: nx.DiGraph, node: str, kind: str, width: int, layer: int | 
     return node
 
 
-def add_head(g: nx.DiGraph, task: str, hidden: list[int] | tuple[int, ...] = (),
-             in_width: int | None = None, activation: str = "relu") -> str:
+def add_head(
+    g: nx.DiGraph,
+    task: str,
+    hidden: list[int] | tuple[int, ...] = (),
+    in_width: int | None = None,
+    activation: str = "relu",
+) -> str:
     node = head_id(task)
-    attrs: dict[str, Any] = {"role": "head", "kind": "tower", "task": task,
-                             "width": g.graph["out_dims"][task],
-                             "params": {"hidden": list(hidden), "activation": activation}}
+    attrs: dict[str, Any] = {
+        "role": "head",
+        "kind": "tower",
+        "task": task,
+        "width": g.graph["out_dims"][task],
+        "params": {"hidden": list(hidden), "activation": activation},
+    }
     if in_width is not None:
         attrs["in_width"] = int(in_width)
     g.add_node(node, **attrs)
     return node
 
 
-def gate_spec(kind: str = "fixed", scope: str = "shared", group: str | None = None,
-              **params: Any) -> dict[str, Any]:
+def gate_spec(
+    kind: str = "fixed", scope: str = "shared", group: str | None = None, **params: Any
+) -> dict[str, Any]:
     return {"kind": kind, "scope": scope, "group": group, "params": dict(params)}
 
 
-def connect(g: nx.DiGraph, src: str, dst: str, gate: Mapping[str, Any] | None = None,
-            transform: str = "identity") -> None:
+def connect(
+    g: nx.DiGraph,
+    src: str,
+    dst: str,
+    gate: Mapping[str, Any] | None = None,
+    transform: str = "identity",
+) -> None:
     g.add_edge(src, dst, gate=dict(gate or gate_spec()), transform=transform)
 
 
@@ -133,7 +164,8 @@ def infer_shapes(g: nx.DiGraph) -> dict[str, Shape]:
             shapes[n] = (data["width"],)
             continue
         shapes[n] = COMPONENTS.get(data["kind"]).out_shape(
-            in_shape(g, n, shapes), data["width"], data.get("params", {}))
+            in_shape(g, n, shapes), data["width"], data.get("params", {})
+        )
     return shapes
 
 
@@ -173,27 +205,33 @@ def validate(g: nx.DiGraph) -> dict[str, Shape]:
             raise GraphError(f"the head of task '{t}' is unreachable from the input")
     for u, v, data in g.edges(data=True):
         if data.get("transform") not in TRANSFORMS:
-            raise GraphError(f"edge {u} -> {v}: transform {data.get('transform')!r} "
-                             f"is not one of {TRANSFORMS}")
+            raise GraphError(
+                f"edge {u} -> {v}: transform {data.get('transform')!r} is not one of {TRANSFORMS}"
+            )
         gate = data.get("gate") or {}
         GATES.get(gate.get("kind", "<missing>"))
         if gate.get("scope") not in GATE_SCOPES:
-            raise GraphError(f"edge {u} -> {v}: gate scope {gate.get('scope')!r} "
-                             f"is not one of {GATE_SCOPES}")
+            raise GraphError(
+                f"edge {u} -> {v}: gate scope {gate.get('scope')!r} is not one of {GATE_SCOPES}"
+            )
         if g.nodes[v]["role"] == "input":
             raise GraphError(f"edge {u} -> {v} points into the input")
     if any("layer" not in d for _, d in g.nodes(data=True)):
         assign_layers(g)
     for u, v in g.edges():
         if g.nodes[u]["layer"] >= g.nodes[v]["layer"]:
-            raise GraphError(f"edge {u} -> {v} goes from layer {g.nodes[u]['layer']} "
-                             f"to layer {g.nodes[v]['layer']}; edges must go to a later layer")
+            raise GraphError(
+                f"edge {u} -> {v} goes from layer {g.nodes[u]['layer']} "
+                f"to layer {g.nodes[v]['layer']}; edges must go to a later layer"
+            )
     for n in g.nodes:
         edges = list(g.in_edges(n, data=True))
         kinds = {(d["transform"], d["gate"]["kind"], d["gate"]["scope"]) for _, _, d in edges}
         if len(kinds) > 1:
-            raise GraphError(f"node '{n}': all incoming edges need the same transform and gate "
-                             f"kind/scope, got {sorted(kinds)}")
+            raise GraphError(
+                f"node '{n}': all incoming edges need the same transform and gate "
+                f"kind/scope, got {sorted(kinds)}"
+            )
     shapes: dict[str, Shape] = {INPUT: tuple(g.nodes[INPUT]["shape"])}
     for n in nx.topological_sort(g):
         if n == INPUT:
@@ -203,26 +241,33 @@ def validate(g: nx.DiGraph) -> dict[str, Shape]:
         linear = edges[0][2]["transform"] == "linear"
         for u, _, _ in edges:
             if linear and len(shapes[u]) != 1:
-                raise GraphError(f"edge {u} -> {n}: linear transforms need flat inputs, "
-                                 f"got shape {shapes[u]}; use identity edges between images")
+                raise GraphError(
+                    f"edge {u} -> {n}: linear transforms need flat inputs, "
+                    f"got shape {shapes[u]}; use identity edges between images"
+                )
         want = in_shape(g, n, shapes) if not linear else None
         if data["role"] == "head":
             want_w = data.get("in_width")
             if not linear:
                 for u, _, _ in edges:
                     if shapes[u] != shapes[edges[0][0]]:
-                        raise GraphError(f"identity edges into '{n}' join different shapes "
-                                         f"{shapes[u]} and {shapes[edges[0][0]]}")
+                        raise GraphError(
+                            f"identity edges into '{n}' join different shapes "
+                            f"{shapes[u]} and {shapes[edges[0][0]]}"
+                        )
                 if want_w is not None and want_w != shapes[edges[0][0]][0]:
-                    raise GraphError(f"head '{n}' declares in_width {want_w} but its identity "
-                                     f"edges bring width {shapes[edges[0][0]][0]}")
+                    raise GraphError(
+                        f"head '{n}' declares in_width {want_w} but its identity "
+                        f"edges bring width {shapes[edges[0][0]][0]}"
+                    )
             shapes[n] = (data["width"],)
             continue
         for u, _, _ in edges:
             if not linear and shapes[u] != want:
                 raise GraphError(
                     f"identity edge {u} -> {n} joins width {shapes[u]} to {want}; identity "
-                    f"edges need equal widths (use a linear transform or matching widths)")
+                    f"edges need equal widths (use a linear transform or matching widths)"
+                )
         kind = COMPONENTS.get(data["kind"])
         shape_in = in_shape(g, n, shapes)
         kind.check(shape_in, data["width"], data.get("params", {}))
@@ -242,8 +287,10 @@ def from_json(data: Mapping[str, Any]) -> nx.DiGraph:
     if meta.get("format") != FORMAT:
         raise GraphError(f"not a nas-mtl routing graph (format {meta.get('format')!r})")
     if meta.get("version") != FORMAT_VERSION:
-        raise GraphError(f"routing graph version {meta.get('version')} is not supported "
-                         f"(this nas-mtl reads version {FORMAT_VERSION})")
+        raise GraphError(
+            f"routing graph version {meta.get('version')} is not supported "
+            f"(this nas-mtl reads version {FORMAT_VERSION})"
+        )
     return json_graph.node_link_graph(dict(data), directed=True, edges="edges")
 
 

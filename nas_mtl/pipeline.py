@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 BASELINE = "no_sharing"
 
 
-def load_data(study: Study, variant: Mapping[str, Any], seed: int,
-              data_dir: str | Path | None = None) -> MultiTaskData:
+def load_data(
+    study: Study, variant: Mapping[str, Any], seed: int, data_dir: str | Path | None = None
+) -> MultiTaskData:
     """The study's data for one sweep variant; a user file is resolved next to the study."""
     d = study.data
     if d.name is not None:
@@ -60,15 +61,38 @@ def load_data(study: Study, variant: Mapping[str, Any], seed: int,
     if not path.is_absolute() and study.path is not None and not path.exists():
         path = Path(study.path).parent / path
     if d.task_column is not None:
-        return load_per_task_table(path, task_column=d.task_column, label_column=d.label_column,
-                                   task_type=d.task_type, n_classes=d.n_classes,
-                                   features=d.features,
-                                   categorical=d.categorical, split_column=d.split_column,
-                                   split_fractions=d.split_fractions, seed=seed)
-    tasks = [TableTask(name=t.name, column=t.column or t.name, type=t.type,
-                       n_classes=t.n_classes, weight=t.weight, metric=t.metric) for t in d.tasks]
-    return load_table(path, tasks=tasks, features=d.features, categorical=d.categorical,
-                      split_column=d.split_column, split_fractions=d.split_fractions, seed=seed)
+        return load_per_task_table(
+            path,
+            task_column=d.task_column,
+            label_column=d.label_column,
+            task_type=d.task_type,
+            n_classes=d.n_classes,
+            features=d.features,
+            categorical=d.categorical,
+            split_column=d.split_column,
+            split_fractions=d.split_fractions,
+            seed=seed,
+        )
+    tasks = [
+        TableTask(
+            name=t.name,
+            column=t.column or t.name,
+            type=t.type,
+            n_classes=t.n_classes,
+            weight=t.weight,
+            metric=t.metric,
+        )
+        for t in d.tasks
+    ]
+    return load_table(
+        path,
+        tasks=tasks,
+        features=d.features,
+        categorical=d.categorical,
+        split_column=d.split_column,
+        split_fractions=d.split_fractions,
+        seed=seed,
+    )
 
 
 def variant_label(variant: Mapping[str, Any]) -> str:
@@ -80,8 +104,9 @@ def space_graph(study: Study, space: str, data: MultiTaskData) -> nx.DiGraph:
     return build_space(space, data.input_shape, out_dims, **study.space_params.get(space, {}))
 
 
-def run_search(study: Study, space: str, data: MultiTaskData, seed: int, run_dir: Path,
-               progress: bool = False) -> tuple[Supernet, dict[str, Any]]:
+def run_search(
+    study: Study, space: str, data: MultiTaskData, seed: int, run_dir: Path, progress: bool = False
+) -> tuple[Supernet, dict[str, Any]]:
     """Build the space's supernet and search its gates (spaces without gates skip search)."""
     torch.manual_seed(seed)
     net = Supernet(space_graph(study, space, data))
@@ -90,13 +115,23 @@ def run_search(study: Study, space: str, data: MultiTaskData, seed: int, run_dir
         return net, {"searched": False}
     result = search(net, data, study.search, seed=seed, run_dir=run_dir, progress=progress)
     last = result.history[-1] if result.history else {}
-    return result.supernet, {"searched": True, "epochs": len(result.history),
-                             "best_epoch": result.best_epoch, "wall_s": result.wall_s,
-                             "frac_open": last.get("frac_open")}
+    return result.supernet, {
+        "searched": True,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "wall_s": result.wall_s,
+        "frac_open": last.get("frac_open"),
+    }
 
 
-def run_derive(net: Supernet, study: Study, data: MultiTaskData, seed: int, run_dir: Path,
-               provenance: Mapping[str, Any]) -> nx.DiGraph:
+def run_derive(
+    net: Supernet,
+    study: Study,
+    data: MultiTaskData,
+    seed: int,
+    run_dir: Path,
+    provenance: Mapping[str, Any],
+) -> nx.DiGraph:
     device = next(net.parameters()).device
     decisions, how = choose_architecture(net, data, study.derive.samples, seed, device)
     arch = derive(net, decisions)
@@ -114,41 +149,72 @@ def load_searched(run_dir: Path) -> Supernet:
     return net
 
 
-def run_one(study: Study, variant: Mapping[str, Any], space: str, seed: int,
-            data: MultiTaskData, out: Path, progress: bool = False) -> dict[str, Any]:
+def run_one(
+    study: Study,
+    variant: Mapping[str, Any],
+    space: str,
+    seed: int,
+    data: MultiTaskData,
+    out: Path,
+    progress: bool = False,
+) -> dict[str, Any]:
     """All stages for one space and seed; returns its result entry (also result.json)."""
     start = time.perf_counter()
     run_dir = out / variant_label(variant) / space / f"seed_{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run; finished results elsewhere stay untouched
     run_dir.mkdir(parents=True)
-    write_json_atomic(run_dir / "context.json", {"study": "../../../study.toml",
-                                                 "variant": dict(variant), "space": space,
-                                                 "seed": seed})
-    provenance = {"seed": seed, "space": space, "variant": dict(variant),
-                  "study": study.name, "study_sha256": study.sha256}
+    write_json_atomic(
+        run_dir / "context.json",
+        {"study": "../../../study.toml", "variant": dict(variant), "space": space, "seed": seed},
+    )
+    provenance = {
+        "seed": seed,
+        "space": space,
+        "variant": dict(variant),
+        "study": study.name,
+        "study_sha256": study.sha256,
+    }
     net, search_info = run_search(study, space, data, seed, run_dir, progress)
     arch = run_derive(net, study, data, seed, run_dir, provenance)
     result = retrain(arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress)
     arch_cost = graph_costs(arch)
-    sb = graph_costs(space_graph(study, "shared_bottom", data)) if space != "shared_bottom" \
+    sb = (
+        graph_costs(space_graph(study, "shared_bottom", data))
+        if space != "shared_bottom"
         else arch_cost
+    )
     super_cost = graph_costs(net.graph)
-    tasks = {t.name: {"metric": t.primary_metric, "higher_is_better": t.higher_is_better,
-                      "val": result.val.metrics[t.name][t.primary_metric],
-                      "test": result.test.metrics[t.name][t.primary_metric],
-                      "test_metrics": result.test.metrics[t.name]} for t in data.tasks}
+    tasks = {
+        t.name: {
+            "metric": t.primary_metric,
+            "higher_is_better": t.higher_is_better,
+            "val": result.val.metrics[t.name][t.primary_metric],
+            "test": result.test.metrics[t.name][t.primary_metric],
+            "test_metrics": result.test.metrics[t.name],
+        }
+        for t in data.tasks
+    }
     entry = {
-        "space": space, "seed": seed, "variant": dict(variant), "tasks": tasks,
+        "space": space,
+        "seed": seed,
+        "variant": dict(variant),
+        "tasks": tasks,
         "mean_test": sum(v["test"] for v in tasks.values()) / len(tasks),
         "delta_m": None,
         "params": {t: c["params"] for t, c in arch_cost["per_task"].items()},
         "macs": {t: c["macs"] for t, c in arch_cost["per_task"].items()},
-        "total_params": arch_cost["total"]["params"], "total_macs": arch_cost["total"]["macs"],
-        "supernet": super_cost, "shared_bottom": sb,
+        "total_params": arch_cost["total"]["params"],
+        "total_macs": arch_cost["total"]["macs"],
+        "supernet": super_cost,
+        "shared_bottom": sb,
         "search": search_info,
-        "retrain": {"epochs": len(result.fit.history), "best_epoch": result.fit.best_epoch,
-                    "device": result.fit.device, "wall_s": result.fit.wall_s},
+        "retrain": {
+            "epochs": len(result.fit.history),
+            "best_epoch": result.fit.best_epoch,
+            "device": result.fit.device,
+            "wall_s": result.fit.wall_s,
+        },
         "wall_s": time.perf_counter() - start,
     }
     write_json_atomic(run_dir / "result.json", entry)
@@ -157,28 +223,42 @@ def run_one(study: Study, variant: Mapping[str, Any], space: str, seed: int,
 
 def add_delta_m(results: list[dict[str, Any]]) -> None:
     """Δm of each entry against the no-sharing entry of the same variant and seed."""
-    base = {(json.dumps(r["variant"], sort_keys=True), r["seed"]): r for r in results
-            if r["space"] == BASELINE}
+    base = {
+        (json.dumps(r["variant"], sort_keys=True), r["seed"]): r
+        for r in results
+        if r["space"] == BASELINE
+    }
     for r in results:
         b = base.get((json.dumps(r["variant"], sort_keys=True), r["seed"]))
         if b is None:
             continue
         tasks = r["tasks"]
-        r["delta_m"] = delta_m({t: v["test"] for t, v in tasks.items()},
-                               {t: b["tasks"][t]["test"] for t in tasks},
-                               {t: v["higher_is_better"] for t, v in tasks.items()})
+        r["delta_m"] = delta_m(
+            {t: v["test"] for t, v in tasks.items()},
+            {t: b["tasks"][t]["test"] for t in tasks},
+            {t: v["higher_is_better"] for t, v in tasks.items()},
+        )
 
 
-def run_study(study: Study | str | Path, out: str | Path, *, seeds: list[int] | None = None,
-              device: str | None = None, data_dir: str | Path | None = None,
-              progress: bool = False,
-              on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_study(
+    study: Study | str | Path,
+    out: str | Path,
+    *,
+    seeds: list[int] | None = None,
+    device: str | None = None,
+    data_dir: str | Path | None = None,
+    progress: bool = False,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run every variant × seed × space of a study; write report.json and report.md."""
     study = study if isinstance(study, Study) else load_study(study)
     if device is not None:
         resolve_device(device)  # fail now, not after the first search
-        study = replace(study, search=replace(study.search, device=device),
-                        retrain=replace(study.retrain, device=device))
+        study = replace(
+            study,
+            search=replace(study.search, device=device),
+            retrain=replace(study.retrain, device=device),
+        )
     seeds = list(seeds) if seeds is not None else list(study.seeds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -195,11 +275,16 @@ def run_study(study: Study | str | Path, out: str | Path, *, seeds: list[int] | 
                 if on_result is not None:
                     on_result(entry)
     add_delta_m(results)
-    report = {"study": study.name, "study_sha256": study.sha256,
-              "package_version": nas_mtl.__version__, "seeds": seeds,
-              "spaces": list(study.spaces), "settings": {"search": asdict(study.search),
-                                                        "retrain": asdict(study.retrain)},
-              "results": results, "wall_s": time.perf_counter() - start}
+    report = {
+        "study": study.name,
+        "study_sha256": study.sha256,
+        "package_version": nas_mtl.__version__,
+        "seeds": seeds,
+        "spaces": list(study.spaces),
+        "settings": {"search": asdict(study.search), "retrain": asdict(study.retrain)},
+        "results": results,
+        "wall_s": time.perf_counter() - start,
+    }
     write_report(out, report)
     return report
 
@@ -208,20 +293,28 @@ def study_of_run(run_dir: Path) -> tuple[Study, dict[str, Any]]:
     """The study and context of a ``<variant>/<space>/seed_<s>`` run directory."""
     ctx_path = run_dir / "context.json"
     if not ctx_path.exists():
-        raise ConfigError(f"{run_dir} is not a run directory (no context.json); give "
-                          f"OUT/<variant>/<space>/seed_<s>")
+        raise ConfigError(
+            f"{run_dir} is not a run directory (no context.json); give "
+            f"OUT/<variant>/<space>/seed_<s>"
+        )
     ctx = json.loads(ctx_path.read_text())
     return load_study(run_dir / ctx["study"]), ctx
 
 
-def retrain_run(run_dir: Path, *, device: str | None = None,
-                data_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+def retrain_run(
+    run_dir: Path,
+    *,
+    device: str | None = None,
+    data_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """CLI ``retrain``: retrain a run directory's architecture.json from scratch."""
     study, ctx = study_of_run(run_dir)
     if device is not None:
         study = replace(study, retrain=replace(study.retrain, device=device))
     data = load_data(study, ctx["variant"], ctx["seed"], data_dir)
     arch = load_architecture(run_dir / "architecture.json").graph
-    result = retrain(arch, data, study.retrain, seed=ctx["seed"], run_dir=run_dir,
-                     progress=progress)
+    result = retrain(
+        arch, data, study.retrain, seed=ctx["seed"], run_dir=run_dir, progress=progress
+    )
     return {t.name: result.test.metrics[t.name] for t in data.tasks}

@@ -1,4 +1,4 @@
-"""Named builders (timm style): adding a component, gate, space or data set is one decorated function.
+"""Named builders (timm style): adding a component, gate, space or data set is one function.
 
 Tests parametrize over each registry, so every registered entry is exercised for free.
 """

@@ -44,11 +44,15 @@ def comparison_tables(report: dict[str, Any]) -> str:
         metric = {t: rows[0]["tasks"][t]["metric"] for t in tasks}
         higher = {t: rows[0]["tasks"][t]["higher_is_better"] for t in tasks}
         spaces = list(dict.fromkeys(r["space"] for r in rows))
-        cols: list[tuple[str, str, bool | None]] = (
-            [(f"{t} ({metric[t]})", t, higher[t]) for t in tasks]
-            + [("mean", "mean_test", None), ("Δm %", "delta_m", True),
-               ("params", "total_params", False), ("MACs", "total_macs", False),
-               ("wall s", "wall_s", None)])
+        cols: list[tuple[str, str, bool | None]] = [
+            (f"{t} ({metric[t]})", t, higher[t]) for t in tasks
+        ] + [
+            ("mean", "mean_test", None),
+            ("Δm %", "delta_m", True),
+            ("params", "total_params", False),
+            ("MACs", "total_macs", False),
+            ("wall s", "wall_s", None),
+        ]
         table: dict[str, dict[str, list[float]]] = {}
         for space in spaces:
             mine = [r for r in rows if r["space"] == space]
@@ -75,14 +79,24 @@ def comparison_tables(report: dict[str, Any]) -> str:
             cells = []
             for _, key, _ in cols:
                 vals = table[space][key]
-                text = _int(vals) if key in ("total_params", "total_macs") else (
-                    _fmt(vals, 1) if key == "wall_s" else _fmt(vals, 2 if key == "delta_m" else 4))
+                text = (
+                    _int(vals)
+                    if key in ("total_params", "total_macs")
+                    else (
+                        _fmt(vals, 1)
+                        if key == "wall_s"
+                        else _fmt(vals, 2 if key == "delta_m" else 4)
+                    )
+                )
                 cells.append(f"**{text}**" if best.get(key) == space and vals else text)
             lines.append(f"| {space} | " + " | ".join(cells) + " |")
         n_seeds = len({r["seed"] for r in rows})
-        lines += ["", f"Test metrics, mean ± std over {n_seeds} seed(s); best per column in "
-                      f"bold; Δm vs no_sharing (higher is better); params and MACs of the "
-                      f"retrained model, per example, all tasks."]
+        lines += [
+            "",
+            f"Test metrics, mean ± std over {n_seeds} seed(s); best per column in "
+            f"bold; Δm vs no_sharing (higher is better); params and MACs of the "
+            f"retrained model, per example, all tasks.",
+        ]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
@@ -100,6 +114,7 @@ def write_report(out: str | Path, report: dict[str, Any]) -> None:
 def load_report(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "report.json"
     if not path.exists():
-        raise ConfigError(f"no report.json in {run_dir}; give the --out folder of a finished "
-                          f"'nas-mtl run'")
+        raise ConfigError(
+            f"no report.json in {run_dir}; give the --out folder of a finished 'nas-mtl run'"
+        )
     return json.loads(path.read_text())

@@ -35,17 +35,38 @@ def build_model(graph: nx.DiGraph, seed: int = 0) -> Supernet:
     return Supernet(graph)
 
 
-def retrain(graph: nx.DiGraph, data: MultiTaskData, cfg: RetrainConfig, *, seed: int = 0,
-            run_dir: str | Path | None = None, progress: bool = False) -> RetrainResult:
+def retrain(
+    graph: nx.DiGraph,
+    data: MultiTaskData,
+    cfg: RetrainConfig,
+    *,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    progress: bool = False,
+) -> RetrainResult:
     run_dir = Path(run_dir) if run_dir is not None else None
     model = build_model(graph, seed)
-    fit = train(model, data, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                steps_per_epoch=cfg.steps_per_epoch, lr_weights=cfg.lr,
-                weight_decay=cfg.weight_decay, patience=cfg.patience, device=cfg.device,
-                amp=cfg.amp, seed=seed, stem="retrain",
-                checkpoint_dir=run_dir / "checkpoints" if run_dir else None,
-                keep_checkpoints=1, progress=progress,
-                log_path=run_dir / RETRAIN_LOG if run_dir else None)
+    fit = train(
+        model,
+        data,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        steps_per_epoch=cfg.steps_per_epoch,
+        lr_weights=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        patience=cfg.patience,
+        device=cfg.device,
+        amp=cfg.amp,
+        seed=seed,
+        stem="retrain",
+        checkpoint_dir=run_dir / "checkpoints" if run_dir else None,
+        keep_checkpoints=1,
+        progress=progress,
+        log_path=run_dir / RETRAIN_LOG if run_dir else None,
+    )
     device = resolve_device(cfg.device)
-    return RetrainResult(fit=fit, val=evaluate(fit.model, data, data.val, device, cfg.amp),
-                         test=evaluate(fit.model, data, data.test, device, cfg.amp))
+    return RetrainResult(
+        fit=fit,
+        val=evaluate(fit.model, data, data.val, device, cfg.amp),
+        test=evaluate(fit.model, data, data.test, device, cfg.amp),
+    )

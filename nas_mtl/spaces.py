@@ -31,8 +31,20 @@ from nas_mtl.graph import (
     validate,
 )
 
-LAYER_KEYS = {"repeat", "count", "component", "components", "connect", "transform", "gate",
-              "first_gate", "in_width", "per_repeat", "when", "name"}
+LAYER_KEYS = {
+    "repeat",
+    "count",
+    "component",
+    "components",
+    "connect",
+    "transform",
+    "gate",
+    "first_gate",
+    "in_width",
+    "per_repeat",
+    "when",
+    "name",
+}
 HEAD_KEYS = {"connect", "transform", "gate", "tower", "in_width", "activation"}
 NODE_KEYS = {"id", "kind", "width", "in_width", "layer", "params"}
 EDGE_KEYS = {"src", "dst", "gate", "transform"}
@@ -67,8 +79,10 @@ def space_path(space: str | Path) -> Path:
         return p
     found = available_spaces()
     if str(space) not in found:
-        raise ConfigError(f"unknown search space '{space}'{did_you_mean(str(space), found)}; "
-                          f"known: {', '.join(found)} (or give a path to a .toml file)")
+        raise ConfigError(
+            f"unknown search space '{space}'{did_you_mean(str(space), found)}; "
+            f"known: {', '.join(found)} (or give a path to a .toml file)"
+        )
     return found[str(space)]
 
 
@@ -90,8 +104,13 @@ def load_space(space: str | Path) -> SpaceFile:
     _check_keys(raw, TOP_KEYS, f"{path}")
     if ("layers" in raw) == ("nodes" in raw):
         raise ConfigError(f"{path}: give either [[layers]] + [heads] or [[nodes]] + [[edges]]")
-    return SpaceFile(name=path.stem, path=path, description=str(raw.get("description", "")),
-                     params=dict(raw.get("params", {})), raw=raw)
+    return SpaceFile(
+        name=path.stem,
+        path=path,
+        description=str(raw.get("description", "")),
+        params=dict(raw.get("params", {})),
+        raw=raw,
+    )
 
 
 def list_spaces() -> list[tuple[str, str]]:
@@ -101,8 +120,10 @@ def list_spaces() -> list[tuple[str, str]]:
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     for key in table:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key '{key}'{did_you_mean(key, allowed)}; "
-                              f"allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, allowed)}; "
+                f"allowed: {', '.join(sorted(allowed))}"
+            )
 
 
 class _Resolver:
@@ -115,8 +136,9 @@ class _Resolver:
         if isinstance(value, str) and value.startswith("$"):
             name = value[1:]
             if name not in self.params:
-                raise ConfigError(f"{self.where}: '{value}' names no parameter"
-                                  f"{did_you_mean(name, self.params)}")
+                raise ConfigError(
+                    f"{self.where}: '{value}' names no parameter{did_you_mean(name, self.params)}"
+                )
             return self.params[name]
         if isinstance(value, list):
             return [self(v) for v in value]
@@ -133,8 +155,9 @@ def _gate(table: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
     return gate_spec(kind, scope, group, **table)
 
 
-def build_space(space: str | Path, input_shape: Sequence[int], tasks: Mapping[str, int],
-                **overrides: Any) -> nx.DiGraph:
+def build_space(
+    space: str | Path, input_shape: Sequence[int], tasks: Mapping[str, int], **overrides: Any
+) -> nx.DiGraph:
     """Compile a space file into a validated routing graph.
 
     ``tasks`` maps task name to output size; ``overrides`` replace ``[params]`` defaults and
@@ -143,9 +166,11 @@ def build_space(space: str | Path, input_shape: Sequence[int], tasks: Mapping[st
     sf = load_space(space)
     for key in overrides:
         if key not in sf.params:
-            raise ConfigError(f"search space '{sf.name}' has no parameter '{key}'"
-                              f"{did_you_mean(key, sf.params)}; its parameters: "
-                              f"{', '.join(sf.params) or 'none'}")
+            raise ConfigError(
+                f"search space '{sf.name}' has no parameter '{key}'"
+                f"{did_you_mean(key, sf.params)}; its parameters: "
+                f"{', '.join(sf.params) or 'none'}"
+            )
     params = {**sf.params, **overrides, "tasks": len(tasks), "input_width": int(input_shape[0])}
     where = str(sf.path)
     res = _Resolver(params, where)
@@ -165,11 +190,16 @@ def _build_layers(g: nx.DiGraph, sf: SpaceFile, res: _Resolver, image: bool) -> 
     where = str(sf.path)
     prev = [INPUT]
     layer = 0
-    entries = [e for e in sf.raw["layers"]
-               if e.get("when", "any") in ("any", "image" if image else "tabular")]
+    entries = [
+        e
+        for e in sf.raw["layers"]
+        if e.get("when", "any") in ("any", "image" if image else "tabular")
+    ]
     if not entries:
-        raise ConfigError(f"{where}: no [[layers]] apply to {'image' if image else 'tabular'} "
-                          f"input; this space does not support it")
+        raise ConfigError(
+            f"{where}: no [[layers]] apply to {'image' if image else 'tabular'} "
+            f"input; this space does not support it"
+        )
     for i, entry in enumerate(entries):
         w = f"{where} [[layers]] #{i + 1}"
         _check_keys(entry, LAYER_KEYS, w)
@@ -191,34 +221,74 @@ def _build_layers(g: nx.DiGraph, sf: SpaceFile, res: _Resolver, image: bool) -> 
                 if kind is None or width is None:
                     raise ConfigError(f"{w}: a component needs 'kind' and 'width'")
                 name = entry.get("name", "L")
-                in_width = res(entry.get("in_width")) if entry.get("transform") == "linear" else None
+                in_width = (
+                    res(entry.get("in_width")) if entry.get("transform") == "linear" else None
+                )
                 if entry.get("transform") == "linear" and in_width is None:
                     in_width = width
-                nodes.append(add_component(g, f"{name}{layer}.{c}", kind, int(width), layer,
-                                           in_width=in_width, **spec))
-            gate = _gate(res(entry.get("first_gate", entry.get("gate"))) if r == 0
-                         else res(entry.get("gate")), w)
-            _connect_layer(g, prev, nodes, entry.get("connect", "all"), gate,
-                           entry.get("transform", "identity"), w)
+                nodes.append(
+                    add_component(
+                        g, f"{name}{layer}.{c}", kind, int(width), layer, in_width=in_width, **spec
+                    )
+                )
+            gate = _gate(
+                res(entry.get("first_gate", entry.get("gate")))
+                if r == 0
+                else res(entry.get("gate")),
+                w,
+            )
+            _connect_layer(
+                g,
+                prev,
+                nodes,
+                entry.get("connect", "all"),
+                gate,
+                entry.get("transform", "identity"),
+                w,
+            )
             prev = nodes
     heads_cfg = dict(sf.raw.get("heads", {}))
     _check_keys(heads_cfg, HEAD_KEYS, f"{where} [heads]")
     transform = heads_cfg.get("transform", "identity")
     in_width = res(heads_cfg.get("in_width")) if transform == "linear" else None
-    hs = [add_head(g, t, res(heads_cfg.get("tower", [])), in_width,
-                   res(heads_cfg.get("activation", "relu"))) for t in g.graph["tasks"]]
-    _connect_layer(g, prev, hs, heads_cfg.get("connect", "all"),
-                   _gate(res(heads_cfg.get("gate")), where), transform, f"{where} [heads]")
+    hs = [
+        add_head(
+            g,
+            t,
+            res(heads_cfg.get("tower", [])),
+            in_width,
+            res(heads_cfg.get("activation", "relu")),
+        )
+        for t in g.graph["tasks"]
+    ]
+    _connect_layer(
+        g,
+        prev,
+        hs,
+        heads_cfg.get("connect", "all"),
+        _gate(res(heads_cfg.get("gate")), where),
+        transform,
+        f"{where} [heads]",
+    )
 
 
-def _connect_layer(g: nx.DiGraph, src: list[str], dst: list[str], pattern: str,
-                   gate: dict[str, Any], transform: str, where: str) -> None:
+def _connect_layer(
+    g: nx.DiGraph,
+    src: list[str],
+    dst: list[str],
+    pattern: str,
+    gate: dict[str, Any],
+    transform: str,
+    where: str,
+) -> None:
     if pattern == "all":
         pairs = [(u, v) for v in dst for u in src]
     elif pattern == "diagonal":
         if len(src) != len(dst) and len(src) != 1:
-            raise ConfigError(f"{where}: connect = 'diagonal' needs as many sources ({len(src)}) "
-                              f"as destinations ({len(dst)})")
+            raise ConfigError(
+                f"{where}: connect = 'diagonal' needs as many sources ({len(src)}) "
+                f"as destinations ({len(dst)})"
+            )
         pairs = [(src[0] if len(src) == 1 else src[i], v) for i, v in enumerate(dst)]
     else:
         raise ConfigError(f"{where}: connect must be 'all' or 'diagonal', got {pattern!r}")
@@ -231,13 +301,25 @@ def _build_explicit(g: nx.DiGraph, sf: SpaceFile, res: _Resolver) -> None:
     for i, node in enumerate(sf.raw.get("nodes", [])):
         _check_keys(node, NODE_KEYS, f"{where} [[nodes]] #{i + 1}")
         node = res(node)
-        add_component(g, node["id"], node["kind"], int(node["width"]), node.get("layer"),
-                      in_width=node.get("in_width"), **node.get("params", {}))
+        add_component(
+            g,
+            node["id"],
+            node["kind"],
+            int(node["width"]),
+            node.get("layer"),
+            in_width=node.get("in_width"),
+            **node.get("params", {}),
+        )
     heads_cfg = dict(sf.raw.get("heads", {}))
     _check_keys(heads_cfg, HEAD_KEYS, f"{where} [heads]")
     for t in g.graph["tasks"]:
-        add_head(g, t, res(heads_cfg.get("tower", [])), res(heads_cfg.get("in_width")),
-                 res(heads_cfg.get("activation", "relu")))
+        add_head(
+            g,
+            t,
+            res(heads_cfg.get("tower", [])),
+            res(heads_cfg.get("in_width")),
+            res(heads_cfg.get("activation", "relu")),
+        )
     for i, edge in enumerate(sf.raw.get("edges", [])):
         w = f"{where} [[edges]] #{i + 1}"
         _check_keys(edge, EDGE_KEYS, w)
@@ -247,5 +329,6 @@ def _build_explicit(g: nx.DiGraph, sf: SpaceFile, res: _Resolver) -> None:
             for end in (edge["src"], dst):
                 if end not in g:
                     raise ConfigError(f"{w}: unknown node '{end}'{did_you_mean(end, g.nodes)}")
-            connect(g, edge["src"], dst, _gate(edge.get("gate"), w),
-                    edge.get("transform", "identity"))
+            connect(
+                g, edge["src"], dst, _gate(edge.get("gate"), w), edge.get("transform", "identity")
+            )

@@ -109,16 +109,22 @@ class Study:
     def data_variants(self) -> list[dict[str, Any]]:
         """The grid of ``data.sweep`` values; one empty dict when nothing is swept."""
         keys = list(self.data.sweep)
-        return [dict(zip(keys, vals, strict=True))
-                for vals in itertools.product(*(self.data.sweep[k] for k in keys))]
+        return [
+            dict(zip(keys, vals, strict=True))
+            for vals in itertools.product(*(self.data.sweep[k] for k in keys))
+        ]
 
     def with_overrides(self, **changes: Any) -> Study:
         """A copy with top-level fields or nested ``search``/``retrain`` fields replaced."""
         return dataclasses.replace(self, **changes)
 
 
-_NESTED = {"data": DataConfig, "search": SearchConfig, "derive": DeriveConfig,
-           "retrain": RetrainConfig}
+_NESTED = {
+    "data": DataConfig,
+    "search": SearchConfig,
+    "derive": DeriveConfig,
+    "retrain": RetrainConfig,
+}
 _USER_KEYS = {f.name for f in dataclasses.fields(Study)} - {"path", "sha256"}
 
 
@@ -130,8 +136,10 @@ def _build(cls: type, table: Mapping[str, Any], where: str) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown key '{key}'{did_you_mean(key, names)}; "
-                              f"allowed: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, names)}; "
+                f"allowed: {', '.join(sorted(names))}"
+            )
         kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
     try:
         return cls(**kwargs)
@@ -159,8 +167,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 def parse_study(raw: Mapping[str, Any], where: str = "study") -> Study:
     for key in raw:
         if key not in _USER_KEYS:
-            raise ConfigError(f"{where}: unknown key '{key}'{did_you_mean(key, _USER_KEYS)}; "
-                              f"allowed: {', '.join(sorted(_USER_KEYS))}")
+            raise ConfigError(
+                f"{where}: unknown key '{key}'{did_you_mean(key, _USER_KEYS)}; "
+                f"allowed: {', '.join(sorted(_USER_KEYS))}"
+            )
     for key in ("name", "spaces", "data"):
         if key not in raw:
             raise ConfigError(f"{where}: missing required key '{key}'")
@@ -184,8 +194,9 @@ def parse_study(raw: Mapping[str, Any], where: str = "study") -> Study:
         space_path(space)
     unknown = set(study.space_params) - set(study.spaces)
     if unknown:
-        raise ConfigError(f"{where} [space_params]: {sorted(unknown)} are not in spaces "
-                          f"{list(study.spaces)}")
+        raise ConfigError(
+            f"{where} [space_params]: {sorted(unknown)} are not in spaces {list(study.spaces)}"
+        )
     return study
 
 
@@ -200,5 +211,6 @@ def load_study(path: str | Path) -> Study:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     study = parse_study(raw, str(path))
-    return dataclasses.replace(study, path=str(path),
-                               sha256=hashlib.sha256(text.encode()).hexdigest())
+    return dataclasses.replace(
+        study, path=str(path), sha256=hashlib.sha256(text.encode()).hexdigest()
+    )

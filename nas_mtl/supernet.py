@@ -41,8 +41,9 @@ def _signature(node_data: dict, by_tasks: bool = False) -> str:
     """
     width = None if node_data["role"] == "head" else node_data["width"]
     users = node_data.get("tasks") if by_tasks and node_data["role"] == "component" else None
-    return json.dumps([node_data["kind"], width, node_data.get("params", {}), users],
-                      sort_keys=True)
+    return json.dumps(
+        [node_data["kind"], width, node_data.get("params", {}), users], sort_keys=True
+    )
 
 
 def prunes_streams(g: nx.DiGraph) -> bool:
@@ -69,8 +70,15 @@ class _Group:
 class Block(nn.Module):
     """Destinations of one layer that are mixed by one gate module and one transform."""
 
-    def __init__(self, g: nx.DiGraph, src: list[str], dst: list[str], shapes: dict[str, Shape],
-                 tasks: Sequence[str], input_dim: int) -> None:
+    def __init__(
+        self,
+        g: nx.DiGraph,
+        src: list[str],
+        dst: list[str],
+        shapes: dict[str, Shape],
+        tasks: Sequence[str],
+        input_dim: int,
+    ) -> None:
         super().__init__()
         self.src, self.dst = src, dst
         first = g.edges[next(iter(g.in_edges(dst[0])))]
@@ -91,8 +99,9 @@ class Block(nn.Module):
             # A derived (fixed-gate) block with missing edges stores and multiplies only its
             # live edges: W (E, d, d_out), one bmm over edges, then a scatter-add into the
             # destinations. A supernet block is dense so that every edge can be learned.
-            self.edge_mode = (self.gate.kind == "fixed" and self.uniform_src
-                              and not bool(edges.mask.all()))
+            self.edge_mode = (
+                self.gate.kind == "fixed" and self.uniform_src and not bool(edges.mask.all())
+            )
             if self.edge_mode:
                 e_src, e_dst = torch.nonzero(edges.mask, as_tuple=True)
                 self.register_buffer("edge_src", e_src, persistent=False)
@@ -103,13 +112,18 @@ class Block(nn.Module):
             else:
                 # nn.Linear scale over each destination's whole fan-in Σ_j d_j, so that
                 # all-open gates start like a dense layer (Shared-Bottom) would
-                fan_in = (edges.mask.float() * torch.tensor(widths, dtype=torch.float)
-                          .unsqueeze(1)).sum(0)  # (C,)
-                w = (torch.rand(sum(widths), len(dst), d_out) * 2 - 1) * \
-                    fan_in.clamp(min=1).rsqrt().view(1, -1, 1)
+                fan_in = (
+                    edges.mask.float() * torch.tensor(widths, dtype=torch.float).unsqueeze(1)
+                ).sum(0)  # (C,)
+                w = (torch.rand(sum(widths), len(dst), d_out) * 2 - 1) * fan_in.clamp(
+                    min=1
+                ).rsqrt().view(1, -1, 1)
             self.weight = nn.Parameter(w)
-            self.register_buffer("row_src", torch.repeat_interleave(
-                torch.arange(len(src)), torch.tensor(widths)), persistent=False)
+            self.register_buffer(
+                "row_src",
+                torch.repeat_interleave(torch.arange(len(src)), torch.tensor(widths)),
+                persistent=False,
+            )
         # component groups: contiguous runs of destinations with one stack signature
         by_tasks = prunes_streams(g)
         self.groups: list[_Group] = []
@@ -122,17 +136,30 @@ class Block(nn.Module):
                 hi += 1
             data = g.nodes[dst[lo]]
             users = data.get("tasks") if data["role"] == "component" and by_tasks else None
-            self.groups.append(_Group(lo, hi, tuple(dst[lo:hi]), None if users is None else
-                                      frozenset(list(tasks).index(t) for t in users)))
+            self.groups.append(
+                _Group(
+                    lo,
+                    hi,
+                    tuple(dst[lo:hi]),
+                    None if users is None else frozenset(list(tasks).index(t) for t in users),
+                )
+            )
             if self.is_head:
                 params = data.get("params", {})
-                modules.append(BatchedTowers(
-                    hi - lo, self.in_shape[0], params.get("hidden", []),
-                    [g.nodes[v]["width"] for v in dst[lo:hi]], params.get("activation", "relu")))
+                modules.append(
+                    BatchedTowers(
+                        hi - lo,
+                        self.in_shape[0],
+                        params.get("hidden", []),
+                        [g.nodes[v]["width"] for v in dst[lo:hi]],
+                        params.get("activation", "relu"),
+                    )
+                )
             else:
                 kind = COMPONENTS.get(data["kind"])
-                modules.append(kind.build(hi - lo, self.in_shape, data["width"],
-                                          data.get("params", {})))
+                modules.append(
+                    kind.build(hi - lo, self.in_shape, data["width"], data.get("params", {}))
+                )
             lo = hi
         self.modules_ = nn.ModuleList(modules)
 
@@ -155,14 +182,15 @@ class Block(nn.Module):
                     W_eff = W.reshape(W.shape[0], C * d_out)
                 elif self.uniform_src:  # a view, not a gather: no scatter in backward
                     W_eff = (W.view(J, -1, C, d_out) * G[0, 0].view(J, 1, C, 1)).reshape(
-                        W.shape[0], C * d_out)
+                        W.shape[0], C * d_out
+                    )
                 else:
-                    W_eff = (W * G[0, 0][self.row_src].unsqueeze(-1)).reshape(
-                        W.shape[0], C * d_out)
+                    W_eff = (W * G[0, 0][self.row_src].unsqueeze(-1)).reshape(W.shape[0], C * d_out)
                 return (Uc @ W_eff).view(S, B, C, d_out)
             if G.shape[1] == 1:  # per-stream gates: one matmul per stream
                 W_eff = (W * G[:, 0][:, self.row_src].unsqueeze(-1)).reshape(
-                    G.shape[0], W.shape[0], C * d_out)
+                    G.shape[0], W.shape[0], C * d_out
+                )
                 return torch.matmul(Uc, W_eff).view(-1, B, C, d_out)
             P = torch.einsum("sbr,rce->sbrce", Uc, W)  # per-example gates: general path
             return (P * G[..., self.row_src, :].unsqueeze(-1)).sum(2)
@@ -196,7 +224,7 @@ class Block(nn.Module):
         S, B = V.shape[:2]
         outs = []
         for grp, module in zip(self.groups, self.modules_, strict=True):
-            v = V[:, :, grp.lo: grp.hi]
+            v = V[:, :, grp.lo : grp.hi]
             used = list(range(S))
             if S > 1 and grp.tasks is not None:
                 used = [s for s, t in enumerate(stream_tasks) if t in grp.tasks]
@@ -240,8 +268,14 @@ class Supernet(nn.Module):
             parts: dict[str, list[str]] = {}
             for n in sorted(layers[layer], key=order.__getitem__):
                 e = graph.edges[next(iter(graph.in_edges(n)))]
-                key = json.dumps([graph.nodes[n]["role"], list(in_shape(graph, n, shapes)),
-                                  e["transform"], _gate_signature(e["gate"])])
+                key = json.dumps(
+                    [
+                        graph.nodes[n]["role"],
+                        list(in_shape(graph, n, shapes)),
+                        e["transform"],
+                        _gate_signature(e["gate"]),
+                    ]
+                )
                 parts.setdefault(key, []).append(n)
             for dst in parts.values():
                 if graph.nodes[dst[0]]["role"] == "head":
@@ -252,8 +286,9 @@ class Supernet(nn.Module):
                     for n in dst:
                         sigs.setdefault(_signature(graph.nodes[n], by_tasks), len(sigs))
                     dst = sorted(dst, key=lambda n: sigs[_signature(graph.nodes[n], by_tasks)])
-                src = sorted({u for v in dst for u in graph.predecessors(v)},
-                             key=position.__getitem__)
+                src = sorted(
+                    {u for v in dst for u in graph.predecessors(v)}, key=position.__getitem__
+                )
                 blocks.append(Block(graph, src, dst, shapes, self.tasks, input_dim))
                 for n in dst:
                     position[n] = len(position)
@@ -296,8 +331,10 @@ class Supernet(nn.Module):
         if x.dim() == nd + 1:  # shared input: (B, *in)
             x = x.unsqueeze(0)
         elif x.dim() != nd + 2 or x.shape[0] != len(tasks):
-            raise GraphError(f"expected input (B, {self.input_shape}) or per-task "
-                             f"({len(tasks)}, B, {self.input_shape}), got {tuple(x.shape)}")
+            raise GraphError(
+                f"expected input (B, {self.input_shape}) or per-task "
+                f"({len(tasks)}, B, {self.input_shape}), got {tuple(x.shape)}"
+            )
         if tuple(x.shape[2:]) != self.input_shape:
             raise GraphError(f"input shape {tuple(x.shape[2:])} != graph input {self.input_shape}")
         index = {t: i for i, t in enumerate(self.tasks)}
@@ -312,7 +349,7 @@ class Supernet(nn.Module):
             if whole is not None:
                 U = inp if whole == -1 else outs[whole]
             else:
-                parts = [inp if p == -1 else outs[p][:, :, k: k + 1] for p, k in self._src_plan[b]]
+                parts = [inp if p == -1 else outs[p][:, :, k : k + 1] for p, k in self._src_plan[b]]
                 S = max(t.shape[0] for t in parts)
                 U = torch.cat([t.expand(S, *t.shape[1:]) for t in parts], dim=2)
             G = block.gate(ctx)
@@ -322,8 +359,9 @@ class Supernet(nn.Module):
                 outs.extend(block.run_components(block.mix(U, G, None), stream_ids))
         return {t: results[t] for t in tasks}
 
-    def _run_heads(self, block: Block, U: Tensor, G: Tensor, tasks: list[str],
-                   stream_tasks: Tensor) -> dict[str, Tensor]:
+    def _run_heads(
+        self, block: Block, U: Tensor, G: Tensor, tasks: list[str], stream_tasks: Tensor
+    ) -> dict[str, Tensor]:
         head_tasks = [self.graph.nodes[v]["task"] for v in block.dst]
         wanted = [c for c, t in enumerate(head_tasks) if t in tasks]
         if not wanted:
@@ -355,8 +393,12 @@ class Supernet(nn.Module):
     def count_parameters(self) -> int:
         """Trainable model weights: no gate variables, no tower padding (matches cost.py)."""
         arch = sum(p.numel() for p in self.arch_parameters())
-        padding = sum(m.padding_params() for blk in self.blocks for m in blk.modules_
-                      if isinstance(m, BatchedTowers))
+        padding = sum(
+            m.padding_params()
+            for blk in self.blocks
+            for m in blk.modules_
+            if isinstance(m, BatchedTowers)
+        )
         return sum(p.numel() for p in self.parameters()) - arch - padding
 
     # ------------------------------------------------------------------ gates
@@ -365,8 +407,9 @@ class Supernet(nn.Module):
             yield block, block.gate
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        return [p for blk in self.blocks if not _is_weight_gate(blk.gate)
-                for p in blk.gate.parameters()]
+        return [
+            p for blk in self.blocks if not _is_weight_gate(blk.gate) for p in blk.gate.parameters()
+        ]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters()}
@@ -394,8 +437,11 @@ def _is_weight_gate(gate: Gate) -> bool:
 def learned_gates(net: Supernet) -> list[tuple[int, Block, Gate]]:
     """The blocks whose gates carry architecture variables (what search learns)."""
     arch = {id(p) for p in net.arch_parameters()}
-    return [(i, blk, blk.gate) for i, blk in enumerate(net.blocks)
-            if any(id(p) in arch for p in blk.gate.parameters())]
+    return [
+        (i, blk, blk.gate)
+        for i, blk in enumerate(net.blocks)
+        if any(id(p) in arch for p in blk.gate.parameters())
+    ]
 
 
 def hold_gates_open(net: Supernet, hold: bool) -> None:

@@ -41,8 +41,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     except RuntimeError:
         raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; "
-                          f"use --device auto or cpu")
+        raise ConfigError(
+            f"device {device!r} was asked for but CUDA is not available here; "
+            f"use --device auto or cpu"
+        )
     return dev
 
 
@@ -62,30 +64,41 @@ def steps_per_epoch(data: MultiTaskData, batch_size: int, configured: int | None
     return max(1, math.ceil(n / batch_size))
 
 
-def train_batches(data: MultiTaskData, split: SharedSplit | PerTaskSplit, batch_size: int,
-                  steps: int | None, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+def train_batches(
+    data: MultiTaskData,
+    split: SharedSplit | PerTaskSplit,
+    batch_size: int,
+    steps: int | None,
+    generator: torch.Generator,
+) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch of training batches: shared ``(B, *in), (B, T)``; per task ``(T, B, *in), (T, B)``.
 
     With per-task inputs each step draws one batch per task (the Gumbel-Matrix protocol).
     """
     if isinstance(split, PerTaskSplit):
-        yield from per_task_batches(split, batch_size, steps=steps_per_epoch(
-            data, batch_size, steps), generator=generator)
+        yield from per_task_batches(
+            split, batch_size, steps=steps_per_epoch(data, batch_size, steps), generator=generator
+        )
     else:
         yield from shared_batches(split, batch_size, shuffle=True, generator=generator)
 
 
-def task_losses(outputs: dict[str, Tensor], y: Tensor, tasks: Sequence[TaskSpec],
-                per_task: bool) -> dict[str, Tensor]:
+def task_losses(
+    outputs: dict[str, Tensor], y: Tensor, tasks: Sequence[TaskSpec], per_task: bool
+) -> dict[str, Tensor]:
     """Each task's mean loss over its labelled rows (y: (B, T) shared or (T, B) per task)."""
-    return {t.name: t.loss(outputs[t.name].float(), y[i] if per_task else y[:, i])
-            for i, t in enumerate(tasks)}
+    return {
+        t.name: t.loss(outputs[t.name].float(), y[i] if per_task else y[:, i])
+        for i, t in enumerate(tasks)
+    }
 
 
 def weighted_loss(losses: dict[str, Tensor], tasks: Sequence[TaskSpec]) -> Tensor:
     """Σ_t w_t L_t."""
-    return sum((t.weight * losses[t.name] for t in tasks), torch.zeros((), device=next(
-        iter(losses.values())).device))
+    return sum(
+        (t.weight * losses[t.name] for t in tasks),
+        torch.zeros((), device=next(iter(losses.values())).device),
+    )
 
 
 @dataclass(frozen=True)
@@ -104,8 +117,13 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: MultiTaskData, split: SharedSplit | PerTaskSplit,
-             device: torch.device, amp: bool = False) -> Evaluation:
+def evaluate(
+    model: nn.Module,
+    data: MultiTaskData,
+    split: SharedSplit | PerTaskSplit,
+    device: torch.device,
+    amp: bool = False,
+) -> Evaluation:
     """Metrics of every task; shared data is scored in one pass that serves all tasks."""
     was_training = model.training
     model.eval()
@@ -116,9 +134,9 @@ def evaluate(model: nn.Module, data: MultiTaskData, split: SharedSplit | PerTask
         if isinstance(split, PerTaskSplit):
             for i, t in enumerate(tasks):
                 for start in range(0, split.x[i].shape[0], EVAL_BATCH):
-                    x = split.x[i][start: start + EVAL_BATCH].to(device, non_blocking=True)
+                    x = split.x[i][start : start + EVAL_BATCH].to(device, non_blocking=True)
                     outs[t.name].append(model(x.unsqueeze(0), tasks=[t.name])[t.name].float())
-                    ys[t.name].append(split.y[i][start: start + EVAL_BATCH])
+                    ys[t.name].append(split.y[i][start : start + EVAL_BATCH])
         else:
             for x, y in shared_batches(split, EVAL_BATCH, shuffle=False):
                 out = model(x.to(device, non_blocking=True))
@@ -160,23 +178,30 @@ class EarlyStopping:
 
 def check_finite(loss: Tensor, where: str) -> None:
     if not torch.isfinite(loss):
-        raise TrainingError(f"{where}: the loss became {loss.item()}; lower the learning "
-                                 f"rate or check the data for extreme values")
+        raise TrainingError(
+            f"{where}: the loss became {loss.item()}; lower the learning "
+            f"rate or check the data for extreme values"
+        )
 
 
-def halves(split: SharedSplit | PerTaskSplit,
-           gen: torch.Generator) -> tuple[SharedSplit | PerTaskSplit, SharedSplit | PerTaskSplit]:
+def halves(
+    split: SharedSplit | PerTaskSplit, gen: torch.Generator
+) -> tuple[SharedSplit | PerTaskSplit, SharedSplit | PerTaskSplit]:
     """Two disjoint random halves (per task for per-task data) for alternating updates."""
+
     def cut(n: int) -> tuple[Tensor, Tensor]:
         perm = torch.randperm(n, generator=gen)
-        return perm[: n // 2], perm[n // 2:]
+        return perm[: n // 2], perm[n // 2 :]
 
     if isinstance(split, PerTaskSplit):
         parts = [cut(x.shape[0]) for x in split.x]
         return tuple(  # type: ignore[return-value]
-            PerTaskSplit(tuple(x[p[h]] for x, p in zip(split.x, parts, strict=True)),
-                         tuple(y[p[h]] for y, p in zip(split.y, parts, strict=True)))
-            for h in (0, 1))
+            PerTaskSplit(
+                tuple(x[p[h]] for x, p in zip(split.x, parts, strict=True)),
+                tuple(y[p[h]] for y, p in zip(split.y, parts, strict=True)),
+            )
+            for h in (0, 1)
+        )
     i, j = cut(len(split))
     return SharedSplit(split.x[i], split.y[i]), SharedSplit(split.x[j], split.y[j])
 
@@ -193,8 +218,9 @@ class FitResult:
     device: str = "cpu"
 
 
-def _step_losses(net: nn.Module, data: MultiTaskData, x: Tensor, y: Tensor,
-                 device: torch.device, amp: bool) -> dict[str, Tensor]:
+def _step_losses(
+    net: nn.Module, data: MultiTaskData, x: Tensor, y: Tensor, device: torch.device, amp: bool
+) -> dict[str, Tensor]:
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     per_task = data.regime == "per_task"
     with autocast(device, amp):
@@ -204,23 +230,42 @@ def _step_losses(net: nn.Module, data: MultiTaskData, x: Tensor, y: Tensor,
 
 def _penalty(net: Supernet, weights: Mapping[str, float], entropy_weight: float) -> Tensor:
     terms = net.penalties()
-    total = sum((weights.get(k, 0.0) * v for k, v in terms.items()),
-                torch.zeros((), device=next(net.parameters()).device))
+    total = sum(
+        (weights.get(k, 0.0) * v for k, v in terms.items()),
+        torch.zeros((), device=next(net.parameters()).device),
+    )
     if entropy_weight:
         gates = learned_gates(net)
         total = total + entropy_weight * sum(g.entropy() for _, _, g in gates) / max(len(gates), 1)
     return total
 
 
-def train(net: Supernet, data: MultiTaskData, *, epochs: int, batch_size: int,
-          steps_per_epoch: int | None, lr_weights: float, lr_arch: float = 0.0,
-          weight_decay: float = 0.0, penalty_weights: Mapping[str, float] | None = None,
-          entropy_weight: float = 0.0, warmup_epochs: int = 0, alternate: bool = False,
-          patience: int = 5, device: str = "auto", amp: bool = False, seed: int = 0,
-          checkpoint_dir: Path | None = None, stem: str = "model", keep_checkpoints: int = 2,
-          progress: bool = False, log_path: Path | None = None,
-          extra_record: Callable[[Supernet], dict[str, Any]] | None = None,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
+def train(
+    net: Supernet,
+    data: MultiTaskData,
+    *,
+    epochs: int,
+    batch_size: int,
+    steps_per_epoch: int | None,
+    lr_weights: float,
+    lr_arch: float = 0.0,
+    weight_decay: float = 0.0,
+    penalty_weights: Mapping[str, float] | None = None,
+    entropy_weight: float = 0.0,
+    warmup_epochs: int = 0,
+    alternate: bool = False,
+    patience: int = 5,
+    device: str = "auto",
+    amp: bool = False,
+    seed: int = 0,
+    checkpoint_dir: Path | None = None,
+    stem: str = "model",
+    keep_checkpoints: int = 2,
+    progress: bool = False,
+    log_path: Path | None = None,
+    extra_record: Callable[[Supernet], dict[str, Any]] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
     """The one training loop behind search and retraining.
 
     Weights and gate variables have separate Adam optimizers; gate variables (if any) follow
@@ -237,8 +282,9 @@ def train(net: Supernet, data: MultiTaskData, *, epochs: int, batch_size: int,
     w_opt = torch.optim.Adam(net.weight_parameters(), lr=lr_weights, weight_decay=weight_decay)
     arch = net.arch_parameters()
     a_opt = torch.optim.Adam(arch, lr=lr_arch) if arch else None
-    weight_split, arch_split = (halves(data.train, gen) if alternate and arch
-                                else (data.train, data.train))
+    weight_split, arch_split = (
+        halves(data.train, gen) if alternate and arch else (data.train, data.train)
+    )
     weights = dict(penalty_weights or {})
     stopper = EarlyStopping(patience)
     best_state = copy.deepcopy(net.state_dict())
@@ -252,8 +298,11 @@ def train(net: Supernet, data: MultiTaskData, *, epochs: int, batch_size: int,
         learn_arch = a_opt is not None and not warm
         sums = {t.name: 0.0 for t in tasks}
         n_steps = 0
-        arch_iter = (train_batches(data, arch_split, batch_size, steps_per_epoch, gen)
-                     if alternate and learn_arch else None)
+        arch_iter = (
+            train_batches(data, arch_split, batch_size, steps_per_epoch, gen)
+            if alternate and learn_arch
+            else None
+        )
         for x, y in train_batches(data, weight_split, batch_size, steps_per_epoch, gen):
             net.set_step(step)
             losses = _step_losses(net, data, x, y, dev, amp)
@@ -284,17 +333,28 @@ def train(net: Supernet, data: MultiTaskData, *, epochs: int, batch_size: int,
         improved = stopper.step(val_loss, epoch)
         if improved:
             best_state = copy.deepcopy(net.state_dict())
-        record = {"epoch": epoch, "step": step, "warmup": warm,
-                  "train_loss": {k: v / max(n_steps, 1) for k, v in sums.items()},
-                  "val_loss": ev.losses, "val_objective": val_loss,
-                  "val_metric": ev.primary(tasks), "wall_s": time.perf_counter() - t0,
-                  **(extra_record(net) if extra_record else {})}
+        record = {
+            "epoch": epoch,
+            "step": step,
+            "warmup": warm,
+            "train_loss": {k: v / max(n_steps, 1) for k, v in sums.items()},
+            "val_loss": ev.losses,
+            "val_objective": val_loss,
+            "val_metric": ev.primary(tasks),
+            "wall_s": time.perf_counter() - t0,
+            **(extra_record(net) if extra_record else {}),
+        }
         history.append(record)
         if log_path is not None:
             append_jsonl(log_path, record)
         if checkpoint_dir is not None:
-            state = {"epoch": epoch, "step": step, "model": net.state_dict(),
-                     "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict() if a_opt else None}
+            state = {
+                "epoch": epoch,
+                "step": step,
+                "model": net.state_dict(),
+                "w_opt": w_opt.state_dict(),
+                "a_opt": a_opt.state_dict() if a_opt else None,
+            }
             save_atomic(state, checkpoint_dir / f"{stem}_epoch_{epoch:03d}.pt")
             prune_epoch_checkpoints(checkpoint_dir, stem, keep_checkpoints)
             if improved:
@@ -306,8 +366,14 @@ def train(net: Supernet, data: MultiTaskData, *, epochs: int, batch_size: int,
         if stopper.should_stop:
             break
     net.load_state_dict(best_state)
-    return FitResult(model=net, best_epoch=stopper.best_epoch, best_val_loss=stopper.best,
-                     history=history, wall_s=time.perf_counter() - start, device=str(dev))
+    return FitResult(
+        model=net,
+        best_epoch=stopper.best_epoch,
+        best_val_loss=stopper.best,
+        history=history,
+        wall_s=time.perf_counter() - start,
+        device=str(dev),
+    )
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:

@@ -39,19 +39,32 @@ patience = 2
 """
 
 
-def _study(tmp_path: Path, spaces=("no_sharing", "snr_trans"), samples=0,
-           space_params='snr_trans = { subnetworks = 3, width = 4 }') -> Path:
+def _study(
+    tmp_path: Path,
+    spaces=("no_sharing", "snr_trans"),
+    samples=0,
+    space_params="snr_trans = { subnetworks = 3, width = 4 }",
+) -> Path:
     path = tmp_path / "tiny.toml"
-    path.write_text(TINY.format(spaces=json.dumps(list(spaces)), samples=samples,
-                                space_params=space_params))
+    path.write_text(
+        TINY.format(spaces=json.dumps(list(spaces)), samples=samples, space_params=space_params)
+    )
     return path
 
 
 def test_spaces_lists_the_eight_seed_spaces(capsys):
     assert main(["spaces"]) == 0
     out = capsys.readouterr().out
-    for name in ("shared_bottom", "no_sharing", "mmoe", "omoe", "snr_trans", "snr_aver",
-                 "gumbel_matrix", "custom_dag"):
+    for name in (
+        "shared_bottom",
+        "no_sharing",
+        "mmoe",
+        "omoe",
+        "snr_trans",
+        "snr_aver",
+        "gumbel_matrix",
+        "custom_dag",
+    ):
         assert any(line.startswith(name + " ") for line in out.splitlines()), name
 
 
@@ -92,20 +105,34 @@ def test_search_derive_retrain_commands(tmp_path, capsys):
     assert "g0_t0: mse" in printed and "r2" in printed
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda s: s.replace("[search]", "[search]\nepocs = 3"),
-     "unknown key 'epocs' (did you mean 'epochs'?)"),
-    (lambda s: s.replace('"snr_trans"]', '"snr_tran"]'),
-     "unknown search space 'snr_tran' (did you mean 'snr_trans'?)"),
-    (lambda s: s.replace('name = "synthetic"', 'file = "missing.csv"\n'
-                         'tasks = [{ name = "a", column = "y" }]'),
-     "missing.csv"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda s: s.replace("[search]", "[search]\nepocs = 3"),
+            "unknown key 'epocs' (did you mean 'epochs'?)",
+        ),
+        (
+            lambda s: s.replace('"snr_trans"]', '"snr_tran"]'),
+            "unknown search space 'snr_tran' (did you mean 'snr_trans'?)",
+        ),
+        (
+            lambda s: s.replace(
+                'name = "synthetic"', 'file = "missing.csv"\ntasks = [{ name = "a", column = "y" }]'
+            ),
+            "missing.csv",
+        ),
+    ],
+)
 def test_user_errors_exit_2_with_one_line(tmp_path, edit, message):
     study = _study(tmp_path)
     study.write_text(edit(study.read_text()))
-    proc = subprocess.run([sys.executable, "-m", "nas_mtl.cli", "run", str(study), "--out",
-                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nas_mtl.cli", "run", str(study), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nas-mtl: error:") and message in lines[0]
@@ -139,7 +166,8 @@ def test_user_csv_study_end_to_end(tmp_path):
         lines.append(f"{x1[i]:.4f},{x2[i]:.4f},{color[i]},{split[i]},{s},{c}")
     (tmp_path / "users.csv").write_text("\n".join(lines) + "\n")
     study = tmp_path / "users.toml"
-    study.write_text(textwrap.dedent("""
+    study.write_text(
+        textwrap.dedent("""
         name = "users"
         spaces = ["no_sharing", "snr_aver", "gumbel_matrix"]
         [data]
@@ -157,7 +185,8 @@ def test_user_csv_study_end_to_end(tmp_path):
         [retrain]
         epochs = 2
         batch_size = 32
-    """))
+    """)
+    )
     out = tmp_path / "out"
     assert main(["run", str(study), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())

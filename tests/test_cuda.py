@@ -29,13 +29,12 @@ def test_auto_device_falls_back_to_cpu_without_cuda():
 
 @cuda
 def test_retrain_on_cuda_with_mixed_precision():
-    data = load_dataset("synthetic", n_train=512, n_val=128, n_test=128, input_dim=16,
-                        groups=[2])
-    g = build_space("snr_trans", (16,), {t.name: t.out_dim for t in data.tasks},
-                    subnetworks=3, width=8)
+    data = load_dataset("synthetic", n_train=512, n_val=128, n_test=128, input_dim=16, groups=[2])
+    g = build_space(
+        "snr_trans", (16,), {t.name: t.out_dim for t in data.tasks}, subnetworks=3, width=8
+    )
     arch = derive(Supernet(g))
-    result = retrain(arch, data, RetrainConfig(epochs=2, batch_size=128, device="cuda",
-                                               amp=True))
+    result = retrain(arch, data, RetrainConfig(epochs=2, batch_size=128, device="cuda", amp=True))
     assert result.fit.device.startswith("cuda")
     assert next(result.fit.model.parameters()).is_cuda
     for metrics in result.test.metrics.values():

@@ -37,8 +37,13 @@ def test_all_open_derives_the_whole_supernet():
 
 def test_pruned_gates_drop_components_edges_and_macs():
     # layer 2 keeps only L1.0 -> L2.0 and L1.1 -> L2.1; head a reads L2.0, heads b, c read L2.1
-    keep = {("L1.0", "L2.0"), ("L1.1", "L2.1"), ("L2.0", "head:a"), ("L2.1", "head:b"),
-            ("L2.1", "head:c")}
+    keep = {
+        ("L1.0", "L2.0"),
+        ("L1.1", "L2.1"),
+        ("L2.0", "head:a"),
+        ("L2.1", "head:b"),
+        ("L2.1", "head:c"),
+    }
     net = _snr(lambda u, v: (u, v) in keep)
     arch = derive(net)
     assert "L2.2" not in arch and "L1.2" not in arch  # nobody reaches them: removed
@@ -61,10 +66,12 @@ def test_architecture_json_reloads_into_the_same_model(tmp_path):
     loaded = load_architecture(path)
     assert loaded.provenance["seed"] == 3 and loaded.provenance["package_version"]
     assert sorted(map(tuple, loaded.task_edges["a"])) == sorted(
-        (u, v) for u, v, d in arch.edges(data=True) if "a" in d["tasks"])
+        (u, v) for u, v, d in arch.edges(data=True) if "a" in d["tasks"]
+    )
     m1, m2 = build_model(arch, seed=5).eval(), build_model(loaded.graph, seed=5).eval()
-    assert [(k, v.shape) for k, v in m1.state_dict().items()] == \
-        [(k, v.shape) for k, v in m2.state_dict().items()]
+    assert [(k, v.shape) for k, v in m1.state_dict().items()] == [
+        (k, v.shape) for k, v in m2.state_dict().items()
+    ]
     x = torch.randn(4, 12)
     for task, y in m1(x).items():
         torch.testing.assert_close(m2(x)[task], y)
@@ -88,8 +95,9 @@ def test_gumbel_derivation_is_per_task_and_averages():
     net = Supernet(build_space("gumbel_matrix", (6,), TASKS, layers=1, components=3, width=4))
     gate = net.blocks[1].gate
     with torch.no_grad():
-        gate.logits[:, :, 0] = torch.tensor([[3.0, 3.0, -3.0], [-3.0, 3.0, -3.0],
-                                             [-3.0, -3.0, -1.0]])
+        gate.logits[:, :, 0] = torch.tensor(
+            [[3.0, 3.0, -3.0], [-3.0, 3.0, -3.0], [-3.0, -3.0, -1.0]]
+        )
         gate.logits[:, :, 1] = 0.0
     arch = derive(net)
     assert arch.nodes["L1.0"]["tasks"] == ["a"] and arch.nodes["L1.1"]["tasks"] == ["a", "b"]
@@ -112,6 +120,7 @@ def test_gumbel_derivation_is_per_task_and_averages():
 
 def _copy_component(src: Supernet, dst: Supernet, node: str) -> None:
     """Copy one component's slice of its batched module (instance axis first)."""
+
     def locate(net):
         for blk in net.blocks:
             for grp, module in zip(blk.groups, blk.modules_, strict=True):
@@ -135,16 +144,21 @@ def test_load_architecture_errors(tmp_path):
 
 
 def test_edge_mode_computes_the_sparse_snr_formula():
-    keep = {("L1.0", "L2.0"), ("L1.1", "L2.1"), ("L1.0", "L2.1"), ("L2.0", "head:a"),
-            ("L2.1", "head:b"), ("L2.1", "head:c")}
+    keep = {
+        ("L1.0", "L2.0"),
+        ("L1.1", "L2.1"),
+        ("L1.0", "L2.1"),
+        ("L2.0", "head:a"),
+        ("L2.1", "head:b"),
+        ("L2.1", "head:c"),
+    }
     model = build_model(derive(_snr(lambda u, v: (u, v) in keep)), seed=2).eval()
     b1, b2, bh = model.blocks
     assert b2.edge_mode and bh.edge_mode and not b1.edge_mode
     x = torch.randn(6, 12)
     u = [torch.relu(x @ b1.weight[:, c, :] + b1.modules_[0].bias[c]) for c in range(2)]
     edges = list(zip(b2.edge_src.tolist(), b2.edge_dst.tolist(), strict=True))
-    v = [sum(u[j] @ b2.weight[e] for e, (j, c) in enumerate(edges) if c == dst)
-         for dst in range(2)]
+    v = [sum(u[j] @ b2.weight[e] for e, (j, c) in enumerate(edges) if c == dst) for dst in range(2)]
     h = [torch.relu(v[c] + b2.modules_[0].bias[c]) for c in range(2)]
     head_edges = list(zip(bh.edge_src.tolist(), bh.edge_dst.tolist(), strict=True))
     out = model(x)

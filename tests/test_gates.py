@@ -26,9 +26,16 @@ TASKS = ("a", "b", "c")
 def _edges(J=3, C=2, scope="shared", groups=None, **params) -> BlockEdges:
     mask = torch.ones(J, C, dtype=torch.bool)
     groups = groups or tuple(tuple(f"{j}->{c}" for c in range(C)) for j in range(J))
-    return BlockEdges(src=tuple(f"s{j}" for j in range(J)), dst=tuple(f"d{c}" for c in range(C)),
-                      mask=mask, groups=groups, params=params, scope=scope, tasks=TASKS,
-                      input_dim=5)
+    return BlockEdges(
+        src=tuple(f"s{j}" for j in range(J)),
+        dst=tuple(f"d{c}" for c in range(C)),
+        mask=mask,
+        groups=groups,
+        params=params,
+        scope=scope,
+        tasks=TASKS,
+        input_dim=5,
+    )
 
 
 def _ctx(S=3, B=4):

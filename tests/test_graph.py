@@ -67,16 +67,20 @@ def test_identity_edge_between_different_widths():
     connect(g, "c1", "mix")
     connect(g, "wide", "mix")
     connect(g, "mix", "head:a")
-    with pytest.raises(GraphError, match=r"identity edge wide -> mix joins width \(16,\) to "
-                                         r"\(8,\); identity edges need equal widths"):
+    with pytest.raises(
+        GraphError,
+        match=r"identity edge wide -> mix joins width \(16,\) to "
+        r"\(8,\); identity edges need equal widths",
+    ):
         validate(g)
 
 
 def test_unknown_gate_and_component_kinds():
     g = _base()
     g.edges["c1", "c2"]["gate"] = gate_spec("hardconcrete")
-    with pytest.raises(ConfigError, match="unknown gate kind 'hardconcrete' \\(did you mean "
-                                          "'hard_concrete'\\?\\)"):
+    with pytest.raises(
+        ConfigError, match="unknown gate kind 'hardconcrete' \\(did you mean 'hard_concrete'\\?\\)"
+    ):
         validate(g)
     g = _base()
     g.nodes["c1"]["kind"] = "conv3"

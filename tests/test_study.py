@@ -15,8 +15,7 @@ BASE = {"name": "s", "spaces": ["mmoe"], "data": {"name": "synthetic"}}
 
 def test_the_required_studies_ship():
     names = {p.stem for p in STUDIES}
-    assert {"quickstart", "mmoe_synthetic", "census_income", "omniglot",
-            "mnist_family"} <= names
+    assert {"quickstart", "mmoe_synthetic", "census_income", "omniglot", "mnist_family"} <= names
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
@@ -31,19 +30,26 @@ def test_mmoe_synthetic_sweeps_rho():
     assert {"shared_bottom", "mmoe", "snr_trans", "snr_aver"} <= set(study.spaces)
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({**BASE, "sead": 1}, "unknown key 'sead'"),
-    ({**BASE, "search": {"lr_weight": 1.0}}, "unknown key 'lr_weight' (did you mean "
-                                              "'lr_weights'?)"),
-    ({**BASE, "retrain": {"epochs": "ten"}}, "study [retrain].epochs must be int, got 'ten'"),
-    ({**BASE, "data": {"name": "synthetic", "file": "x.csv"}}, "give either 'name'"),
-    ({**BASE, "data": {"file": "x.csv"}}, "a user file needs [[data.tasks]]"),
-    ({**BASE, "spaces": []}, "'spaces' must be a non-empty list"),
-    ({**BASE, "space_params": {"snr": {}}}, "['snr'] are not in spaces"),
-    ({"name": "s", "data": {"name": "synthetic"}}, "missing required key 'spaces'"),
-    ({**BASE, "data": {"file": "x.csv", "tasks": [{"name": "a", "colum": "y"}]}},
-     "unknown key 'colum' (did you mean 'column'?)"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({**BASE, "sead": 1}, "unknown key 'sead'"),
+        (
+            {**BASE, "search": {"lr_weight": 1.0}},
+            "unknown key 'lr_weight' (did you mean 'lr_weights'?)",
+        ),
+        ({**BASE, "retrain": {"epochs": "ten"}}, "study [retrain].epochs must be int, got 'ten'"),
+        ({**BASE, "data": {"name": "synthetic", "file": "x.csv"}}, "give either 'name'"),
+        ({**BASE, "data": {"file": "x.csv"}}, "a user file needs [[data.tasks]]"),
+        ({**BASE, "spaces": []}, "'spaces' must be a non-empty list"),
+        ({**BASE, "space_params": {"snr": {}}}, "['snr'] are not in spaces"),
+        ({"name": "s", "data": {"name": "synthetic"}}, "missing required key 'spaces'"),
+        (
+            {**BASE, "data": {"file": "x.csv", "tasks": [{"name": "a", "colum": "y"}]}},
+            "unknown key 'colum' (did you mean 'column'?)",
+        ),
+    ],
+)
 def test_bad_studies_name_the_field(raw, message):
     with pytest.raises(ConfigError) as err:
         parse_study(raw)
