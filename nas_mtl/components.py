@@ -50,6 +50,7 @@ class ComponentKind(ABC):
     description: str
     image: bool | None = None  # True: needs (C, H, W) input; False: needs flat input; None: both
     allowed_params: frozenset[str] = frozenset()
+    keeps_width = False  # output width (channels) must equal the input's
 
     def check(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> None:
         unknown = set(params) - self.allowed_params
@@ -62,6 +63,10 @@ class ComponentKind(ABC):
             raise GraphError(f"component kind '{self.name}' needs image input, got {in_shape}")
         if self.image is False and len(in_shape) != 1:
             raise GraphError(f"component kind '{self.name}' needs flat input, got {in_shape}")
+        if self.keeps_width and in_shape[0] != width:
+            raise GraphError(
+                f"a '{self.name}' component keeps its width: in {in_shape[0]}, out {width}"
+            )
 
     @abstractmethod
     def out_shape(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> Shape: ...
@@ -176,13 +181,7 @@ class _ActivationKind(ComponentKind):
     description = "bias + nonlinearity only: an SNR-Trans sub-network whose weights are its edges"
     image = False
     allowed_params = frozenset({"activation"})
-
-    def check(self, in_shape, width, params):
-        super().check(in_shape, width, params)
-        if in_shape[0] != width:
-            raise GraphError(
-                f"an 'activation' component keeps its width: in {in_shape[0]}, out {width}"
-            )
+    keeps_width = True
 
     def out_shape(self, in_shape, width, params):
         return (width,)
@@ -213,13 +212,7 @@ class _IdentityKind(ComponentKind):
     description = "pass-through (a skip path); with stride s on images it subsamples"
     image = None
     allowed_params = frozenset({"stride"})
-
-    def check(self, in_shape, width, params):
-        super().check(in_shape, width, params)
-        if in_shape[0] != width:
-            raise GraphError(
-                f"an 'identity' component keeps its width: in {in_shape[0]}, out {width}"
-            )
+    keeps_width = True
 
     def out_shape(self, in_shape, width, params):
         return _image_out(in_shape, width, params.get("stride", 1))
@@ -351,15 +344,11 @@ class BatchedPool(nn.Module):
 class _PoolKind(ComponentKind):
     image = True
     allowed_params = frozenset({"stride"})
+    keeps_width = True
 
     def __init__(self, name: str, mode: str) -> None:
         self.name, self.mode = name, mode
         self.description = f"3x3 {mode} pooling (no weights); keeps channels"
-
-    def check(self, in_shape, width, params):
-        super().check(in_shape, width, params)
-        if in_shape[0] != width:
-            raise GraphError(f"'{self.name}' keeps its channels: in {in_shape[0]}, out {width}")
 
     def out_shape(self, in_shape, width, params):
         return _image_out(in_shape, width, params.get("stride", 1))

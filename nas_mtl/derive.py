@@ -26,7 +26,16 @@ from torch import Tensor
 import nas_mtl
 from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import GraphError
-from nas_mtl.graph import INPUT, from_json, gate_spec, head_id, to_json, validate, write_json_atomic
+from nas_mtl.graph import (
+    INPUT,
+    from_json,
+    gate_spec,
+    head_id,
+    read_json,
+    to_json,
+    validate,
+    write_json_atomic,
+)
 from nas_mtl.supernet import Supernet, learned_gates
 from nas_mtl.training import evaluate
 
@@ -195,15 +204,7 @@ def save_architecture(path: str | Path, g: nx.DiGraph, provenance: Mapping[str, 
 
 
 def load_architecture(path: str | Path) -> Architecture:
-    import json
-
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise GraphError(f"architecture file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise GraphError(f"{path} is not valid JSON: {e}") from None
+    data = read_json(path, "architecture")
     if data.get("format") != ARCH_FORMAT or data.get("version") != ARCH_VERSION:
         raise GraphError(f"{path} is not a nas-mtl architecture file (version {ARCH_VERSION})")
     g = from_json(data["graph"])

@@ -313,12 +313,16 @@ def save_graph(g: nx.DiGraph, path: str | Path) -> None:
     write_json_atomic(path, to_json(g))
 
 
-def load_graph(path: str | Path) -> nx.DiGraph:
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a JSON file; a missing or broken file is a GraphError naming it."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
-        raise GraphError(f"graph file not found: {path}") from None
+        raise GraphError(f"{what} file not found: {path}") from None
     except json.JSONDecodeError as e:
         raise GraphError(f"{path} is not valid JSON: {e}") from None
-    return from_json(data)
+
+
+def load_graph(path: str | Path) -> nx.DiGraph:
+    return from_json(read_json(path, "graph"))

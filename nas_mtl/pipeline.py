@@ -161,8 +161,18 @@ def run_one(
     """All stages for one space and seed; returns its result entry (also result.json)."""
     start = time.perf_counter()
     run_dir = out / variant_label(variant) / space / f"seed_{seed}"
+    finished = run_dir / "result.json"
+    if finished.exists():  # never redo or overwrite a finished result
+        entry = json.loads(finished.read_text())
+        if entry.get("study_sha256") != study.sha256:
+            raise ConfigError(
+                f"{run_dir} holds a finished result of a different version of the study; "
+                f"choose another --out (or move that folder away)"
+            )
+        log.info("%s: finished earlier, reusing result.json", run_dir)
+        return entry
     if run_dir.exists():
-        shutil.rmtree(run_dir)  # a fresh run; finished results elsewhere stay untouched
+        shutil.rmtree(run_dir)  # an unfinished attempt: start this space and seed afresh
     run_dir.mkdir(parents=True)
     write_json_atomic(
         run_dir / "context.json",
@@ -208,6 +218,8 @@ def run_one(
         "total_macs": arch_cost["total"]["macs"],
         "supernet": super_cost,
         "shared_bottom": sb,
+        "study_sha256": study.sha256,
+        "architecture": architecture_summary(arch),
         "search": search_info,
         "retrain": {
             "epochs": len(result.fit.history),
@@ -219,6 +231,19 @@ def run_one(
     }
     write_json_atomic(run_dir / "result.json", entry)
     return entry
+
+
+def architecture_summary(arch: nx.DiGraph) -> dict[str, Any]:
+    """How much of the supernet survived: components and edges, per task and in all."""
+    comps = [n for n, r in arch.nodes(data="role") if r == "component"]
+    return {
+        "components": len(comps),
+        "edges": arch.number_of_edges(),
+        "components_per_task": {
+            t: sum(t in arch.nodes[n].get("tasks", arch.graph["tasks"]) for n in comps)
+            for t in arch.graph["tasks"]
+        },
+    }
 
 
 def add_delta_m(results: list[dict[str, Any]]) -> None:

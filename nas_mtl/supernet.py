@@ -27,7 +27,7 @@ import networkx as nx
 import torch
 from torch import Tensor, nn
 
-from nas_mtl.components import COMPONENTS, BatchedTowers, Shape
+from nas_mtl.components import COMPONENTS, BatchedTowers, BiasActivation, Shape
 from nas_mtl.errors import GraphError
 from nas_mtl.gates import GATES, Gate, GateContext, edges_for_block
 from nas_mtl.graph import INPUT, in_shape, validate
@@ -162,6 +162,13 @@ class Block(nn.Module):
                 )
             lo = hi
         self.modules_ = nn.ModuleList(modules)
+        # SNR-Trans: the sub-networks' bias joins the block matmul as one addmm
+        self.fused_bias = (
+            self.linear
+            and not self.edge_mode
+            and len(modules) == 1
+            and isinstance(modules[0], BiasActivation)
+        )
 
     def mix(self, U: Tensor, G: Tensor, cols: Tensor | None) -> Tensor:
         """v_c = Σ_j G_jc T_jc(u_j). U (S, B, J, *in_src), G (S_g, B_g, J, C) -> (S, B, C', *in)."""
@@ -186,6 +193,9 @@ class Block(nn.Module):
                     )
                 else:
                     W_eff = (W * G[0, 0][self.row_src].unsqueeze(-1)).reshape(W.shape[0], C * d_out)
+                if self.fused_bias and cols is None:
+                    bias = self.modules_[0].bias.reshape(-1)
+                    return torch.addmm(bias, Uc.reshape(S * B, -1), W_eff).view(S, B, C, d_out)
                 return (Uc @ W_eff).view(S, B, C, d_out)
             if G.shape[1] == 1:  # per-stream gates: one matmul per stream
                 W_eff = (W * G[:, 0][:, self.row_src].unsqueeze(-1)).reshape(
@@ -215,7 +225,9 @@ class Block(nn.Module):
         V = Y.new_zeros(Y.shape[0], B, len(self.dst), d_out).index_add_(2, self.edge_dst, Y)
         return V if cols is None else V.index_select(2, cols)
 
-    def run_components(self, V: Tensor, stream_tasks: list[int]) -> list[Tensor]:
+    def run_components(
+        self, V: Tensor, stream_tasks: list[int], static: bool = False
+    ) -> list[Tensor]:
         """Each group's output, (S, B, C_g, *out).
 
         With task streams, a group that only some tasks use (a pruned model) runs on those
@@ -228,6 +240,9 @@ class Block(nn.Module):
             used = list(range(S))
             if S > 1 and grp.tasks is not None:
                 used = [s for s, t in enumerate(stream_tasks) if t in grp.tasks]
+            if self.fused_bias and static:  # bias already added inside the block matmul
+                outs.append(module.act(v))
+                continue
             if len(used) == S:
                 y = module(v.reshape(S * B, *v.shape[2:]))
                 outs.append(y.view(S, B, *y.shape[1:]))
@@ -356,7 +371,8 @@ class Supernet(nn.Module):
             if block.is_head:
                 results.update(self._run_heads(block, U, G, tasks, stream_tasks))
             else:
-                outs.extend(block.run_components(block.mix(U, G, None), stream_ids))
+                static = G.shape[0] == 1 and G.shape[1] == 1  # mix fuses the bias then
+                outs.extend(block.run_components(block.mix(U, G, None), stream_ids, static))
         return {t: results[t] for t in tasks}
 
     def _run_heads(

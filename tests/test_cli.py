@@ -194,3 +194,19 @@ def test_user_csv_study_end_to_end(tmp_path):
     for r in report["results"]:
         assert r["tasks"]["spend"]["metric"] == "mse" and r["tasks"]["churn"]["metric"] == "auc"
         assert 0.0 <= r["tasks"]["churn"]["test"] <= 1.0
+
+
+def test_rerun_reuses_finished_results_and_refuses_another_study(tmp_path, capsys):
+    study = _study(tmp_path, spaces=("no_sharing",), space_params="")
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out)]) == 0
+    result = out / "default" / "no_sharing" / "seed_0" / "result.json"
+    first = json.loads(result.read_text())
+    assert first["architecture"]["components"] == 3
+    assert main(["run", str(study), "--out", str(out)]) == 0  # reused, not retrained
+    assert json.loads(result.read_text()) == first
+    study.write_text(study.read_text().replace("epochs = 2", "epochs = 1"))
+    capsys.readouterr()
+    assert main(["run", str(study), "--out", str(out)]) == 2
+    assert "holds a finished result of a different version of the study" in capsys.readouterr().err
+    assert json.loads(result.read_text()) == first  # the finished result is untouched
