@@ -33,17 +33,19 @@ from nas_mtl.gates import GATES, Gate, GateContext, edges_for_block
 from nas_mtl.graph import INPUT, in_shape, validate
 
 
-def _signature(node_data: dict, by_tasks: bool = False) -> str:
+def _signature(node_data: dict, by_usage: bool = False) -> str:
     """Nodes with equal signatures run as one batched module (towers pad their outputs).
 
-    ``by_tasks``: a pruned model that runs task streams groups components by the tasks that
-    use them (``tasks``, recorded by derive), so a group skips the other tasks' streams.
+    ``by_usage`` (pruned models with task streams): components are also grouped by the tasks
+    that use them, with every single-task component in one group, so that a group runs on
+    the streams it serves: its tasks' streams, or for single-task components the "diagonal".
     """
     width = None if node_data["role"] == "head" else node_data["width"]
-    users = node_data.get("tasks") if by_tasks and node_data["role"] == "component" else None
-    return json.dumps(
-        [node_data["kind"], width, node_data.get("params", {}), users], sort_keys=True
-    )
+    key = [node_data["kind"], width, node_data.get("params", {})]
+    if by_usage and node_data["role"] == "component":
+        users = sorted(node_data["tasks"])
+        key.append("single" if len(users) == 1 else users)
+    return json.dumps(key, sort_keys=True)
 
 
 def prunes_streams(g: nx.DiGraph) -> bool:
@@ -64,7 +66,8 @@ class _Group:
     lo: int  # destinations [lo, hi) of the block
     hi: int
     nodes: tuple[str, ...]
-    tasks: frozenset[int] | None = None  # task indices that use the group (derived graphs)
+    # pruned models with task streams: the task indices that use each component
+    usage: tuple[frozenset[int], ...] | None = None
 
 
 class Block(nn.Module):
@@ -126,6 +129,7 @@ class Block(nn.Module):
             )
         # component groups: contiguous runs of destinations with one stack signature
         by_tasks = prunes_streams(g)
+        index = {t: i for i, t in enumerate(tasks)}
         self.groups: list[_Group] = []
         modules = []
         lo = 0
@@ -135,15 +139,10 @@ class Block(nn.Module):
             while hi < len(dst) and _signature(g.nodes[dst[hi]], by_tasks) == sig:
                 hi += 1
             data = g.nodes[dst[lo]]
-            users = data.get("tasks") if data["role"] == "component" and by_tasks else None
-            self.groups.append(
-                _Group(
-                    lo,
-                    hi,
-                    tuple(dst[lo:hi]),
-                    None if users is None else frozenset(list(tasks).index(t) for t in users),
-                )
-            )
+            usage = None
+            if by_tasks and data["role"] == "component":
+                usage = tuple(frozenset(index[t] for t in g.nodes[n]["tasks"]) for n in dst[lo:hi])
+            self.groups.append(_Group(lo, hi, tuple(dst[lo:hi]), usage))
             if self.is_head:
                 params = data.get("params", {})
                 modules.append(
@@ -230,28 +229,48 @@ class Block(nn.Module):
     ) -> list[Tensor]:
         """Each group's output, (S, B, C_g, *out).
 
-        With task streams, a group that only some tasks use (a pruned model) runs on those
-        tasks' streams alone; the other streams get zeros, which no edge of theirs reads.
+        With task streams in a pruned model, a group runs only on the streams of tasks that
+        use one of its components; when each component serves one task of its own (no
+        sharing), only the "diagonal" (component c on its task's stream) is computed. Streams
+        left out get zeros, which no edge of theirs reads (their gate values are 0).
         """
         S, B = V.shape[:2]
         outs = []
         for grp, module in zip(self.groups, self.modules_, strict=True):
             v = V[:, :, grp.lo : grp.hi]
-            used = list(range(S))
-            if S > 1 and grp.tasks is not None:
-                used = [s for s, t in enumerate(stream_tasks) if t in grp.tasks]
             if self.fused_bias and static:  # bias already added inside the block matmul
                 outs.append(module.act(v))
                 continue
-            if len(used) == S:
+            if S == 1 or grp.usage is None:
                 y = module(v.reshape(S * B, *v.shape[2:]))
                 outs.append(y.view(S, B, *y.shape[1:]))
                 continue
-            idx = torch.tensor(used, device=V.device)
-            y = module(v.index_select(0, idx).reshape(len(used) * B, *v.shape[2:]))
-            y = y.view(len(used), B, *y.shape[1:])
-            outs.append(y.new_zeros(S, *y.shape[1:]).index_copy(0, idx, y))
+            outs.append(self._run_on_streams(grp, module, v, stream_tasks))
         return outs
+
+    @staticmethod
+    def _run_on_streams(
+        grp: _Group, module: nn.Module, v: Tensor, stream_tasks: list[int]
+    ) -> Tensor:
+        S, B, C = v.shape[:3]
+        stream_of = {t: s for s, t in enumerate(stream_tasks)}
+        own = [next(iter(u)) for u in grp.usage if len(u) == 1]
+        if len(own) == C and all(t in stream_of for t in own):
+            streams = torch.tensor([stream_of[t] for t in own], device=v.device)
+            cols = torch.arange(C, device=v.device)
+            y = module(v[streams, :, cols].transpose(0, 1))  # (B, C, *out): the diagonal
+            out = y.new_zeros(S, B, *y.shape[1:])
+            out[streams, :, cols] = y.transpose(0, 1)
+            return out
+        union = set().union(*grp.usage)
+        used = [s for s, t in enumerate(stream_tasks) if t in union]
+        if len(used) == S:
+            y = module(v.reshape(S * B, *v.shape[2:]))
+            return y.view(S, B, *y.shape[1:])
+        idx = torch.tensor(used, device=v.device)
+        y = module(v.index_select(0, idx).reshape(len(used) * B, *v.shape[2:]))
+        y = y.view(len(used), B, *y.shape[1:])
+        return y.new_zeros(S, *y.shape[1:]).index_copy(0, idx, y)
 
 
 class Supernet(nn.Module):
@@ -296,11 +315,11 @@ class Supernet(nn.Module):
                 if graph.nodes[dst[0]]["role"] == "head":
                     dst = sorted(dst, key=lambda h: self.tasks.index(graph.nodes[h]["task"]))
                 else:  # stable sort keeps same-signature components contiguous
-                    by_tasks = prunes_streams(graph)
+                    by_usage = prunes_streams(graph)
                     sigs: dict[str, int] = {}
                     for n in dst:
-                        sigs.setdefault(_signature(graph.nodes[n], by_tasks), len(sigs))
-                    dst = sorted(dst, key=lambda n: sigs[_signature(graph.nodes[n], by_tasks)])
+                        sigs.setdefault(_signature(graph.nodes[n], by_usage), len(sigs))
+                    dst = sorted(dst, key=lambda n: sigs[_signature(graph.nodes[n], by_usage)])
                 src = sorted(
                     {u for v in dst for u in graph.predecessors(v)}, key=position.__getitem__
                 )

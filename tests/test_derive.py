@@ -108,7 +108,8 @@ def test_gumbel_derivation_is_per_task_and_averages():
     # the derived model computes the supernet's eval function for tasks a and b, and each
     # component group runs only on the streams of the tasks that use it
     model = Supernet(arch).eval()
-    assert [g.nodes for g in model.blocks[0].groups] == [("L1.0",), ("L1.1",), ("L1.2",)]
+    usage = [g.usage for g in model.blocks[0].groups]
+    assert usage == [(frozenset({0}), frozenset({2})), (frozenset({0, 1}),)]
     for node in ("L1.0", "L1.1", "L1.2"):
         _copy_component(net, model, node)
     model.blocks[1].modules_[0].load_state_dict(net.blocks[1].modules_[0].state_dict())
@@ -168,3 +169,37 @@ def test_edge_mode_computes_the_sparse_snr_formula():
         z = torch.relu(z @ towers.hidden[0].weight[c] + towers.hidden[0].bias[c])
         ref = (z @ towers.out.weight[c] + towers.out.bias[c])[:, : towers.out_dims[c]]
         torch.testing.assert_close(out[bh.dst[c][5:]], ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("space", ["no_sharing", "gumbel_matrix"])
+def test_pruned_task_streams_compute_less_and_the_same(space):
+    """Per-task inputs: groups skip the streams of tasks that do not use them."""
+    from dataclasses import replace
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    net = Supernet(build_space(space, (6,), TASKS, width=4))
+    if space == "gumbel_matrix":
+        for _, gate in net.gate_modules():
+            if gate.kind == "gumbel":  # task c uses no layer-2 component that a or b uses
+                with torch.no_grad():
+                    gate.logits[..., 1] = 0.0
+                    gate.logits[..., 0] = -3.0
+                    gate.logits[:2, :4, 0] = 3.0
+                    gate.logits[2, 4:, 0] = 3.0
+    arch = derive(net)
+    arch.graph["input_regime"] = "per_task"
+    pruned = build_model(arch, seed=0).eval()
+    assert any(g.usage for blk in pruned.blocks for g in blk.groups if not blk.is_head)
+    full = build_model(arch, seed=0).eval()
+    for blk in full.blocks:  # the same model computing every stream
+        blk.groups = [replace(g, usage=None) for g in blk.groups]
+    x = torch.randn(3, 5, 6)
+    with FlopCounterMode(display=False) as c_pruned:
+        y_pruned = pruned(x, tasks=list(TASKS))
+    with FlopCounterMode(display=False) as c_full:
+        y_full = full(x, tasks=list(TASKS))
+    for task in TASKS:
+        torch.testing.assert_close(y_pruned[task], y_full[task])
+    assert c_pruned.get_total_flops() < c_full.get_total_flops()
