@@ -34,7 +34,7 @@ import nas_mtl
 from nas_mtl.cost import graph_costs
 from nas_mtl.data import MultiTaskData, TableTask, load_dataset, load_per_task_table, load_table
 from nas_mtl.derive import choose_architecture, derive, load_architecture, save_architecture
-from nas_mtl.errors import ConfigError
+from nas_mtl.errors import ConfigError, NasMtlError
 from nas_mtl.graph import load_graph, save_graph, write_json_atomic
 from nas_mtl.metrics import delta_m
 from nas_mtl.report import write_report
@@ -53,10 +53,14 @@ BASELINE = "no_sharing"
 def load_data(
     study: Study, variant: Mapping[str, Any], seed: int, data_dir: str | Path | None = None
 ) -> MultiTaskData:
-    """The study's data for one sweep variant; a user file is resolved next to the study."""
+    """The study's data for one sweep variant; a user file is resolved next to the study.
+
+    A sweep varies a built-in data set's ``params``, or a user file's [data] fields.
+    """
     d = study.data
     if d.name is not None:
         return load_dataset(d.name, data_dir=data_dir, seed=seed, **{**d.params, **variant})
+    d = replace(d, **{k: tuple(v) if isinstance(v, list) else v for k, v in variant.items()})
     path = Path(d.file)
     if not path.is_absolute() and study.path is not None and not path.exists():
         path = Path(study.path).parent / path
@@ -67,6 +71,8 @@ def load_data(
             label_column=d.label_column,
             task_type=d.task_type,
             n_classes=d.n_classes,
+            weights=d.weights,
+            metric=d.metric,
             features=d.features,
             categorical=d.categorical,
             split_column=d.split_column,
@@ -258,11 +264,16 @@ def add_delta_m(results: list[dict[str, Any]]) -> None:
         if b is None:
             continue
         tasks = r["tasks"]
-        r["delta_m"] = delta_m(
-            {t: v["test"] for t, v in tasks.items()},
-            {t: b["tasks"][t]["test"] for t in tasks},
-            {t: v["higher_is_better"] for t, v in tasks.items()},
-        )
+        try:
+            r["delta_m"] = delta_m(
+                {t: v["test"] for t, v in tasks.items()},
+                {t: b["tasks"][t]["test"] for t in tasks},
+                {t: v["higher_is_better"] for t, v in tasks.items()},
+            )
+        except NasMtlError as e:  # e.g. a baseline metric of 0: Δm is undefined, not fatal
+            r["delta_m"] = None
+            r["delta_m_note"] = str(e)
+            log.warning("%s seed %s: no delta_m: %s", r["space"], r["seed"], e)
 
 
 def run_study(

@@ -49,6 +49,8 @@ class DataConfig:
     label_column: str | None = None  # per-task file: the label column
     task_type: str = "multiclass"  # per-task file: the type of every task
     n_classes: int | None = None  # per-task file, multiclass: classes per task
+    weights: Mapping[str, float] | None = None  # per-task file: {task: w_t}; others weigh 1
+    metric: str | None = None  # per-task file: primary metric of every task
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,17 @@ def parse_study(raw: Mapping[str, Any], where: str = "study") -> Study:
         raise ConfigError(f"{where} [data]: give either 'name' (a built-in data set) or 'file'")
     if data.file is not None and not data.tasks and data.task_column is None:
         raise ConfigError(f"{where} [data]: a user file needs [[data.tasks]] (name, column, type)")
+    if data.file is not None:
+        fields = {f.name for f in dataclasses.fields(DataConfig)} - {"name", "params", "sweep"}
+        for key in data.sweep:
+            if key not in fields:
+                raise ConfigError(
+                    f"{where} [data].sweep: '{key}' is not a [data] field of a user file"
+                    f"{did_you_mean(key, fields)}; sweepable: {', '.join(sorted(fields))}"
+                )
+    for key, values in data.sweep.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where} [data].sweep.{key} must be a non-empty list of values")
     for space in study.spaces:  # an unknown space fails now, not after hours of training
         space_path(space)
     unknown = set(study.space_params) - set(study.spaces)

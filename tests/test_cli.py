@@ -210,3 +210,47 @@ def test_rerun_reuses_finished_results_and_refuses_another_study(tmp_path, capsy
     assert main(["run", str(study), "--out", str(out)]) == 2
     assert "holds a finished result of a different version of the study" in capsys.readouterr().err
     assert json.loads(result.read_text()) == first  # the finished result is untouched
+
+
+def test_per_task_file_and_sweep_end_to_end(tmp_path):
+    """A per-task CSV (a column names each row's task) with a swept data parameter."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    rows = ["shop,f1,f2,label"]
+    for shop, shift in (("north", 0.0), ("south", 1.0)):
+        for _ in range(90):
+            f1, f2 = rng.normal(size=2)
+            rows.append(f"{shop},{f1:.4f},{f2:.4f},{int(f1 + shift > 0.5) + int(f2 > 0)}")
+    (tmp_path / "shops.csv").write_text("\n".join(rows) + "\n")
+    study = tmp_path / "shops.toml"
+    study.write_text(
+        textwrap.dedent("""
+        name = "shops"
+        spaces = ["no_sharing", "shared_bottom"]
+        [data]
+        file = "shops.csv"
+        task_column = "shop"
+        label_column = "label"
+        task_type = "multiclass"
+        n_classes = 3
+        weights = { south = 2.0 }
+        sweep = { split_fractions = [[0.6, 0.2, 0.2], [0.5, 0.25, 0.25]] }
+        [search]
+        epochs = 1
+        batch_size = 16
+        [retrain]
+        epochs = 1
+        batch_size = 16
+    """)
+    )
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["results"]) == 4
+    variants = {json.dumps(r["variant"]) for r in report["results"]}
+    assert len(variants) == 2
+    assert (out / "split_fractions=[0.5, 0.25, 0.25]" / "no_sharing" / "seed_0").is_dir()
+    for r in report["results"]:
+        assert set(r["tasks"]) == {"north", "south"}
+        assert r["tasks"]["south"]["metric"] == "accuracy"

@@ -76,3 +76,10 @@ def test_delta_m_and_tables_mark_the_best_per_column():
     assert "**28.75 ± 1.77**" in snr_row  # Δm: mean of 30 % and 27.5 %
     assert "**200**" in snr_row and "**" not in ns_row.split("|")[2]
     assert "mean ± std over 2 seed(s)" in text
+
+
+def test_undefined_delta_m_is_recorded_not_fatal():
+    results = [_entry("no_sharing", 0, 0.0, 1.0), _entry("mmoe", 0, 0.5, 1.0)]
+    add_delta_m(results)  # the baseline AUC of 0 makes a relative change undefined
+    assert results[1]["delta_m"] is None and "baseline" in results[1]["delta_m_note"]
+    assert "| mmoe |" in comparison_tables({"study": "s", "results": results})

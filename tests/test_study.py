@@ -45,6 +45,18 @@ def test_mmoe_synthetic_sweeps_rho():
         ({**BASE, "space_params": {"snr": {}}}, "['snr'] are not in spaces"),
         ({"name": "s", "data": {"name": "synthetic"}}, "missing required key 'spaces'"),
         (
+            {**BASE, "data": {"name": "synthetic", "sweep": {"rho": 0.5}}},
+            "[data].sweep.rho must be a non-empty list",
+        ),
+        (
+            {
+                **BASE,
+                "data": {"file": "x.csv", "task_column": "t", "sweep": {"split_fraction": [1]}},
+            },
+            "'split_fraction' is not a [data] field of a user file (did you mean "
+            "'split_fractions'?)",
+        ),
+        (
             {**BASE, "data": {"file": "x.csv", "tasks": [{"name": "a", "colum": "y"}]}},
             "unknown key 'colum' (did you mean 'column'?)",
         ),
