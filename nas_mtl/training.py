@@ -275,6 +275,8 @@ def train(
     """
     start = time.perf_counter()
     dev = resolve_device(device)
+    if log_path is not None:
+        log_path.unlink(missing_ok=True)  # the log describes this training only
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = net.to(dev).train()
