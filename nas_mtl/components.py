@@ -147,19 +147,19 @@ class _MLPKind(ComponentKind):
     def _widths(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> list[int]:
         return [in_shape[0], *params.get("hidden", []), width]
 
-    def out_shape(self, in_shape, width, params):
+    def out_shape(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> Shape:
         return (width,)
 
-    def build(self, n, in_shape, width, params):
+    def build(self, n: int, in_shape: Shape, width: int, params: Mapping[str, Any]) -> nn.Module:
         return BatchedMLP(
             n, self._widths(in_shape, width, params), params.get("activation", "relu")
         )
 
-    def macs(self, in_shape, width, params):
+    def macs(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int:
         w = self._widths(in_shape, width, params)
         return sum(a * b for a, b in zip(w[:-1], w[1:], strict=True))
 
-    def num_params(self, in_shape, width, params):
+    def num_params(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int:
         w = self._widths(in_shape, width, params)
         return sum(a * b + b for a, b in zip(w[:-1], w[1:], strict=True))
 
@@ -183,16 +183,16 @@ class _ActivationKind(ComponentKind):
     allowed_params = frozenset({"activation"})
     keeps_width = True
 
-    def out_shape(self, in_shape, width, params):
+    def out_shape(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> Shape:
         return (width,)
 
-    def build(self, n, in_shape, width, params):
+    def build(self, n: int, in_shape: Shape, width: int, params: Mapping[str, Any]) -> nn.Module:
         return BiasActivation(n, width, params.get("activation", "relu"))
 
-    def macs(self, in_shape, width, params):
+    def macs(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int:
         return 0
 
-    def num_params(self, in_shape, width, params):
+    def num_params(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int:
         return width
 
 
@@ -214,16 +214,16 @@ class _IdentityKind(ComponentKind):
     allowed_params = frozenset({"stride"})
     keeps_width = True
 
-    def out_shape(self, in_shape, width, params):
+    def out_shape(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> Shape:
         return _image_out(in_shape, width, params.get("stride", 1))
 
-    def build(self, n, in_shape, width, params):
+    def build(self, n: int, in_shape: Shape, width: int, params: Mapping[str, Any]) -> nn.Module:
         return StridedIdentity(params.get("stride", 1))
 
-    def macs(self, in_shape, width, params):
+    def macs(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int:
         return 0
 
-    def num_params(self, in_shape, width, params):
+    def num_params(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int:
         return 0
 
 
@@ -290,15 +290,15 @@ class _ConvKind(ComponentKind):
     def __init__(self, name: str, kernels: tuple[tuple[int, int], ...], description: str) -> None:
         self.name, self.kernels, self.description = name, kernels, description
 
-    def check(self, in_shape, width, params):
+    def check(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> None:
         super().check(in_shape, width, params)
         if params.get("norm", "batch") not in ("batch", "none"):
             raise GraphError(f"conv 'norm' must be 'batch' or 'none', got {params['norm']!r}")
 
-    def out_shape(self, in_shape, width, params):
+    def out_shape(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> Shape:
         return _image_out(in_shape, width, params.get("stride", 1))
 
-    def build(self, n, in_shape, width, params):
+    def build(self, n: int, in_shape: Shape, width: int, params: Mapping[str, Any]) -> nn.Module:
         return GroupedConv(
             n,
             in_shape[0],
@@ -309,7 +309,7 @@ class _ConvKind(ComponentKind):
             params.get("activation", "relu"),
         )
 
-    def macs(self, in_shape, width, params):
+    def macs(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int:
         _, h, w = self.out_shape(in_shape, width, params)
         total, c = 0, in_shape[0]
         for i, (kh, kw) in enumerate(self.kernels):
@@ -318,7 +318,7 @@ class _ConvKind(ComponentKind):
             c = width
         return total
 
-    def num_params(self, in_shape, width, params):
+    def num_params(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int:
         total, c = 0, in_shape[0]
         for kh, kw in self.kernels:
             total += kh * kw * c * width + 2 * width  # conv + BN affine (or bias)
@@ -350,16 +350,16 @@ class _PoolKind(ComponentKind):
         self.name, self.mode = name, mode
         self.description = f"3x3 {mode} pooling (no weights); keeps channels"
 
-    def out_shape(self, in_shape, width, params):
+    def out_shape(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> Shape:
         return _image_out(in_shape, width, params.get("stride", 1))
 
-    def build(self, n, in_shape, width, params):
+    def build(self, n: int, in_shape: Shape, width: int, params: Mapping[str, Any]) -> nn.Module:
         return BatchedPool(self.mode, params.get("stride", 1))
 
-    def macs(self, in_shape, width, params):
+    def macs(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int:
         return 0
 
-    def num_params(self, in_shape, width, params):
+    def num_params(self, in_shape: Shape, width: int, params: Mapping[str, Any]) -> int:
         return 0
 
 
