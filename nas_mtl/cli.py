@@ -129,8 +129,7 @@ def _run(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from nas_mtl.graph import write_json_atomic
-    from nas_mtl.pipeline import load_data, run_search, variant_label
+    from nas_mtl.pipeline import load_data, open_run_dir, prepare_out, run_search
     from nas_mtl.study import load_study
 
     study = load_study(args.study)
@@ -138,15 +137,9 @@ def _search(args: argparse.Namespace) -> int:
         study = replace(study, search=replace(study.search, device=args.device))
     seed = args.seed if args.seed is not None else study.seeds[0]
     out = args.out or Path("runs") / study.name
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "study.toml").write_text(Path(args.study).read_text())
+    prepare_out(study, out)
     for variant in study.data_variants():
-        run_dir = out / variant_label(variant) / args.space / f"seed_{seed}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            run_dir / "context.json",
-            {"study": "../../../study.toml", "variant": variant, "space": args.space, "seed": seed},
-        )
+        run_dir = open_run_dir(out, variant, args.space, seed)
         data = load_data(study, variant, seed, args.data_dir)
         _, info = run_search(study, args.space, data, seed, run_dir, sys.stderr.isatty())
         print(f"{run_dir}: {info}")

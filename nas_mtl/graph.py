@@ -294,19 +294,22 @@ def from_json(data: Mapping[str, Any]) -> nx.DiGraph:
     return json_graph.node_link_graph(dict(data), directed=True, edges="edges")
 
 
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    """Write JSON via a temp file + rename so a crash never leaves a half-written result."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write via a temp file + rename so a crash never leaves a half-written result."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=False)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 def save_graph(g: nx.DiGraph, path: str | Path) -> None:

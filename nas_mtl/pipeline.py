@@ -18,6 +18,7 @@ the same code. Layout of ``OUT``::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -35,13 +36,13 @@ from nas_mtl.cost import graph_costs
 from nas_mtl.data import MultiTaskData, TableTask, load_dataset, load_per_task_table, load_table
 from nas_mtl.derive import choose_architecture, derive, load_architecture, save_architecture
 from nas_mtl.errors import ConfigError, NasMtlError
-from nas_mtl.graph import load_graph, save_graph, write_json_atomic
+from nas_mtl.graph import load_graph, save_graph, write_bytes_atomic, write_json_atomic
 from nas_mtl.metrics import delta_m
 from nas_mtl.report import write_report
 from nas_mtl.retrain import retrain
 from nas_mtl.search import search
 from nas_mtl.spaces import build_space
-from nas_mtl.study import Study, load_study
+from nas_mtl.study import Study, load_study, parse_study
 from nas_mtl.supernet import Supernet, learned_gates
 from nas_mtl.training import resolve_device
 
@@ -155,6 +156,40 @@ def load_searched(run_dir: Path) -> Supernet:
     return net
 
 
+STUDY_COPY = "study.toml"
+STUDY_JSON = "study.json"  # a study built in Python has no file: its fields are saved instead
+
+
+def prepare_out(study: Study, out: Path) -> None:
+    """Create OUT with a copy of the study; refuse an OUT holding another study's results."""
+    out.mkdir(parents=True, exist_ok=True)
+    previous = out / STUDY_COPY
+    if previous.exists() and any(out.glob("*/*/seed_*/result.json")):
+        sha = hashlib.sha256(previous.read_bytes()).hexdigest()
+        if sha != study.sha256:
+            raise ConfigError(
+                f"{out} holds finished results of a different version of the study; "
+                f"choose another --out (or move that folder away)"
+            )
+    if study.path is not None:
+        write_bytes_atomic(out / STUDY_COPY, Path(study.path).read_bytes())
+    else:
+        fields = {k: v for k, v in asdict(study).items() if k not in ("path", "sha256")}
+        write_json_atomic(out / STUDY_JSON, fields)
+
+
+def open_run_dir(out: Path, variant: Mapping[str, Any], space: str, seed: int) -> Path:
+    """``OUT/<variant>/<space>/seed_<s>`` with its context.json (what the run is)."""
+    run_dir = out / variant_label(variant) / space / f"seed_{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    study_file = STUDY_COPY if (out / STUDY_COPY).exists() else STUDY_JSON
+    write_json_atomic(
+        run_dir / "context.json",
+        {"study": f"../../../{study_file}", "variant": dict(variant), "space": space, "seed": seed},
+    )
+    return run_dir
+
+
 def run_one(
     study: Study,
     variant: Mapping[str, Any],
@@ -179,11 +214,7 @@ def run_one(
         return entry
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an unfinished attempt: start this space and seed afresh
-    run_dir.mkdir(parents=True)
-    write_json_atomic(
-        run_dir / "context.json",
-        {"study": "../../../study.toml", "variant": dict(variant), "space": space, "seed": seed},
-    )
+    open_run_dir(out, variant, space, seed)
     provenance = {
         "seed": seed,
         "space": space,
@@ -297,9 +328,7 @@ def run_study(
         )
     seeds = list(seeds) if seeds is not None else list(study.seeds)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if study.path is not None:
-        shutil.copyfile(study.path, out / "study.toml")
+    prepare_out(study, out)
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
     for variant in study.data_variants():
@@ -334,7 +363,10 @@ def study_of_run(run_dir: Path) -> tuple[Study, dict[str, Any]]:
             f"OUT/<variant>/<space>/seed_<s>"
         )
     ctx = json.loads(ctx_path.read_text())
-    return load_study(run_dir / ctx["study"]), ctx
+    path = run_dir / ctx["study"]
+    if path.suffix == ".json":
+        return parse_study(json.loads(path.read_text()), str(path)), ctx
+    return load_study(path), ctx
 
 
 def retrain_run(

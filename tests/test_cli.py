@@ -208,8 +208,9 @@ def test_rerun_reuses_finished_results_and_refuses_another_study(tmp_path, capsy
     study.write_text(study.read_text().replace("epochs = 2", "epochs = 1"))
     capsys.readouterr()
     assert main(["run", str(study), "--out", str(out)]) == 2
-    assert "holds a finished result of a different version of the study" in capsys.readouterr().err
+    assert "holds finished results of a different version of the study" in capsys.readouterr().err
     assert json.loads(result.read_text()) == first  # the finished result is untouched
+    assert "epochs = 2" in (out / "study.toml").read_text()  # and so is its study copy
 
 
 def test_per_task_file_and_sweep_end_to_end(tmp_path):

@@ -83,3 +83,31 @@ def test_undefined_delta_m_is_recorded_not_fatal():
     add_delta_m(results)  # the baseline AUC of 0 makes a relative change undefined
     assert results[1]["delta_m"] is None and "baseline" in results[1]["delta_m_note"]
     assert "| mmoe |" in comparison_tables({"study": "s", "results": results})
+
+
+def test_python_built_study_can_be_resumed_by_the_cli(tmp_path, capsys):
+    """A study built in Python (no file) is saved as study.json so CLI stages can reload it."""
+    from nas_mtl.cli import main
+
+    study = parse_study(
+        {
+            "name": "py",
+            "spaces": ["shared_bottom"],
+            "data": {
+                "name": "synthetic",
+                "params": {
+                    "n_train": 128,
+                    "n_val": 32,
+                    "n_test": 32,
+                    "input_dim": 4,
+                    "groups": [1],
+                },
+            },
+            "retrain": {"epochs": 1, "batch_size": 32},
+        }
+    )
+    run_study(study, tmp_path)
+    run = tmp_path / "default" / "shared_bottom" / "seed_0"
+    assert json.loads((run / "context.json").read_text())["study"] == "../../../study.json"
+    assert main(["retrain", str(run)]) == 0
+    assert "g0_t0: mse" in capsys.readouterr().out
