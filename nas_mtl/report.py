@@ -7,15 +7,13 @@ Tables show mean ± std over seeds for each space; the best value of each column
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from nas_mtl.errors import ConfigError
-from nas_mtl.graph import write_json_atomic
+from nas_mtl.graph import write_bytes_atomic, write_json_atomic
 
 
 def _fmt(values: Sequence[float], digits: int = 4) -> str:
@@ -105,10 +103,7 @@ def write_report(out: str | Path, report: dict[str, Any]) -> None:
     out = Path(out)
     write_json_atomic(out / "report.json", report)
     text = f"# nas-mtl report: {report['study']}\n\n" + comparison_tables(report)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".report.md.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, out / "report.md")
+    write_bytes_atomic(out / "report.md", text.encode())
 
 
 def load_report(run_dir: str | Path) -> dict[str, Any]:

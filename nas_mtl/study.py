@@ -116,10 +116,6 @@ class Study:
             for vals in itertools.product(*(self.data.sweep[k] for k in keys))
         ]
 
-    def with_overrides(self, **changes: Any) -> Study:
-        """A copy with top-level fields or nested ``search``/``retrain`` fields replaced."""
-        return dataclasses.replace(self, **changes)
-
 
 _NESTED = {
     "data": DataConfig,
