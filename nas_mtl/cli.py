@@ -105,11 +105,15 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     def progress(entry: dict) -> None:
+        searched = entry["search"].get("searched")
+        gates = f"  open {entry['architecture']['open_fraction']:.3f}" if searched else ""
         print(
             f"  {entry['space']:<14} seed {entry['seed']}  mean test {entry['mean_test']:.4f}"
-            f"  ({entry['wall_s']:.1f} s)",
+            f"{gates}  ({entry['wall_s']:.1f} s)",
             flush=True,
         )
+        for warning in entry["search"].get("warnings", []):
+            print(f"  {'':<14} warning: {warning}", flush=True)
 
     report = run_study(
         study,

@@ -1,7 +1,8 @@
 """Derive a discrete per-task architecture from a searched supernet.
 
-Discretization follows SPEC: a hard-concrete edge is pruned when ẑ = 0, a Gumbel-Matrix
-component is allocated to task t iff P_t,c(on) > 0.5; fixed and softmax gates keep their edges.
+Discretization follows docs/search.md ("Derive"): a hard-concrete edge is pruned when ẑ = 0,
+a Gumbel-Matrix component is allocated to task t iff P_t,c(on) > 0.5; fixed and softmax gates
+keep their edges.
 Each task's subgraph is the set of active edges on some path from the input to its head
 (networkx); components no task reaches are dropped. The derived graph carries *fixed* gates
 (per task where the search was per task, averaging kept for Gumbel-Matrix), so it compiles
@@ -88,29 +89,110 @@ def task_subgraph(edges: set[tuple[str, str]], task: str) -> set[tuple[str, str]
     return {(u, v) for u, v in edges if u in keep and v in keep}
 
 
-def derive(net: Supernet, decisions: Decisions | None = None) -> nx.DiGraph:
-    """The discrete architecture as a routing graph with fixed gates, validated."""
+@dataclass(frozen=True)
+class DerivedEdges:
+    """Each task's kept edges, and the tasks that had no open path (kept their likeliest)."""
+
+    per_task: dict[str, set[tuple[str, str]]]
+    dead: tuple[str, ...]
+
+
+def derive_edges(net: Supernet, decisions: Decisions | None = None) -> DerivedEdges:
+    """Per-task subgraphs of a discrete architecture (reachability-pruned).
+
+    A task with no open path from the input to its head keeps its most probable path rather
+    than a dead head; the search reports such tasks as dead paths (``docs/search.md``).
+    """
     decisions = decisions if decisions is not None else greedy_decisions(net)
-    src_graph = net.graph
     active = task_edges(net, decisions)
     probs = None
     per_task: dict[str, set[tuple[str, str]]] = {}
+    dead = []
     for t_index, task in enumerate(net.tasks):
         sub = task_subgraph(active[task], task)
-        if not sub:  # every path closed: keep the most probable one rather than a dead head
+        if not sub:
             probs = probs or _open_probability(net)
 
             def cost(u: str, v: str, _: Any, p: dict = probs, t: int = t_index) -> float:
                 return -math.log(max(p[(u, v, t)], 1e-9))
 
-            path = nx.shortest_path(src_graph, INPUT, head_id(task), weight=cost)
+            path = nx.shortest_path(net.graph, INPUT, head_id(task), weight=cost)
             sub = set(zip(path[:-1], path[1:], strict=True))
-            log.warning(
-                "task '%s' had no open path; kept its most probable path %s",
-                task,
-                " -> ".join(path),
-            )
+            dead.append(task)
         per_task[task] = sub
+    return DerivedEdges(per_task=per_task, dead=tuple(dead))
+
+
+SHARED = "*"  # the task of a pair decided by a shared gate: one decision serves every task
+
+
+def learned_pairs(net: Supernet) -> set[tuple[str, tuple[str, str]]]:
+    """Every (task, edge) pair a learned gate decides.
+
+    A per-task gate decides (task, edge) for each task whose head the edge can reach; a
+    shared gate decides the edge once for all tasks, written (``SHARED``, edge). The open
+    fraction of an architecture is the share of these pairs it keeps. Cached on the supernet
+    because the graph never changes.
+    """
+    cached = getattr(net, "_learned_pairs", None)
+    if cached is not None:
+        return cached
+    g = net.graph
+    reach = {t: nx.ancestors(g, head_id(t)) | {head_id(t)} for t in net.tasks}
+    pairs: set[tuple[str, tuple[str, str]]] = set()
+    for _, blk, gate in learned_gates(net):
+        for j, u in enumerate(blk.src):
+            for c, v in enumerate(blk.dst):
+                users = [t for t in net.tasks if v in reach[t]]
+                if not blk.gate.mask[j, c] or not users:
+                    continue
+                tasks = users if gate.scope == "task" else [SHARED]
+                pairs.update((t, (u, v)) for t in tasks)
+    net._learned_pairs = pairs
+    return pairs
+
+
+def open_fraction(net: Supernet, derived: DerivedEdges) -> float:
+    """Learned-gate (task, edge) pairs kept ÷ all learned-gate pairs (1.0 without gates)."""
+    pairs = learned_pairs(net)
+    if not pairs:
+        return 1.0
+    kept = {(t, e) for t, edges in derived.per_task.items() for e in edges} | {
+        (SHARED, e) for edges in derived.per_task.values() for e in edges
+    }
+    return len(kept & pairs) / len(pairs)
+
+
+def forced_decisions(net: Supernet, derived: DerivedEdges) -> Decisions:
+    """The derived architecture as gate decisions, so the supernet computes what retrain gets.
+
+    Per-task gates keep each task's own edges; a shared gate keeps an edge that any task uses.
+    """
+    forced: Decisions = {}
+    for i, blk in enumerate(net.blocks):
+        rows = len(net.tasks) if blk.gate.decisions().shape[0] > 1 else 1
+        dec = torch.zeros(rows, len(blk.src), len(blk.dst), dtype=torch.bool)
+        col = {v: c for c, v in enumerate(blk.dst)}
+        row = {u: j for j, u in enumerate(blk.src)}
+        for t_index, task in enumerate(net.tasks):
+            for u, v in derived.per_task[task]:
+                if v in col and u in row:
+                    dec[t_index if rows > 1 else 0, row[u], col[v]] = True
+        forced[i] = dec
+    return forced
+
+
+def derive(net: Supernet, decisions: Decisions | None = None) -> nx.DiGraph:
+    """The discrete architecture as a routing graph with fixed gates, validated.
+
+    The graph attribute ``open_fraction`` is :func:`open_fraction` of this architecture,
+    the figure the search log and the report print.
+    """
+    derived = derive_edges(net, decisions)
+    for task in derived.dead:
+        log.warning("task '%s' had no open path; kept its most probable path", task)
+    per_task = derived.per_task
+    src_graph = net.graph
     g = nx.DiGraph(**copy.deepcopy(dict(src_graph.graph)))
     used = {e for sub in per_task.values() for e in sub}
     nodes = {INPUT} | {n for e in used for n in e}
@@ -142,33 +224,76 @@ def derive(net: Supernet, decisions: Decisions | None = None) -> nx.DiGraph:
         data["tasks"] = users
         g.add_edge(u, v, **data)
     g.graph["derived"] = True
+    g.graph["open_fraction"] = open_fraction(net, derived)
+    g.graph["dead_paths"] = list(derived.dead)
     validate(g)
     return g
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A discrete architecture scored as it will be retrained."""
+
+    decisions: Decisions
+    derived: DerivedEdges
+    open_fraction: float
+    val_objective: float  # weighted validation loss with the gates forced to this architecture
+
+
 @torch.no_grad()
+def score_architecture(
+    net: Supernet, data: MultiTaskData, decisions: Decisions, device: torch.device
+) -> Candidate:
+    """Validation loss of the supernet with its gates forced to the derived architecture.
+
+    Search selection, early stopping and ``derive --samples`` all rank on this one number, so
+    the chosen epoch or sample is judged by the architecture that will be retrained.
+    """
+    derived = derive_edges(net, decisions)
+    forced = forced_decisions(net, derived)
+    for i, blk in enumerate(net.blocks):
+        blk.gate.forced = forced[i].to(device)
+    try:
+        loss = evaluate(net, data, data.val, device).loss(data.tasks)
+    finally:
+        for blk in net.blocks:
+            blk.gate.forced = None
+    return Candidate(decisions, derived, open_fraction(net, derived), loss)
+
+
 def choose_architecture(
-    net: Supernet, data: MultiTaskData, samples: int, seed: int, device: torch.device
+    net: Supernet,
+    data: MultiTaskData,
+    samples: int,
+    seed: int,
+    device: torch.device,
+    target_open: float | None = None,
+    tolerance: float = 0.05,
 ) -> tuple[Decisions, dict[str, Any]]:
-    """Greedy decisions, or the best of greedy + ``samples`` draws on validation loss."""
+    """Greedy decisions, or the best of greedy + ``samples`` draws on the derived objective.
+
+    With a target, samples whose open fraction exceeds it by more than ``tolerance`` are not
+    eligible (the greedy architecture always is), so a denser draw cannot win by default.
+    """
     greedy = greedy_decisions(net)
     if samples <= 0 or not learned_gates(net):
         return greedy, {"method": "greedy"}
     gen = torch.Generator().manual_seed(seed)
-    candidates = [greedy] + [sampled_decisions(net, gen) for _ in range(samples)]
-    scores = []
-    for dec in candidates:
-        for i, blk in enumerate(net.blocks):
-            blk.gate.forced = dec[i].to(device)
-        scores.append(evaluate(net, data, data.val, device).loss(data.tasks))
-    for blk in net.blocks:
-        blk.gate.forced = None
-    best = min(range(len(scores)), key=scores.__getitem__)
-    return candidates[best], {
+    decisions = [greedy] + [sampled_decisions(net, gen) for _ in range(samples)]
+    scored = [score_architecture(net, data, d, device) for d in decisions]
+    eligible = [
+        i
+        for i, c in enumerate(scored)
+        if i == 0 or target_open is None or c.open_fraction <= target_open + tolerance
+    ]
+    best = min(eligible, key=lambda i: scored[i].val_objective)
+    return decisions[best], {
         "method": "sampled",
         "samples": samples,
         "chosen": best,
-        "val_objective": scores,
+        "val_objective": [c.val_objective for c in scored],
+        "open_fraction": [c.open_fraction for c in scored],
+        "eligible": eligible,
     }
 
 
@@ -190,6 +315,7 @@ def architecture_record(g: nx.DiGraph, provenance: Mapping[str, Any]) -> dict[st
         "format": ARCH_FORMAT,
         "version": ARCH_VERSION,
         "graph": to_json(g),
+        "open_fraction": g.graph.get("open_fraction"),
         "task_edges": tasks,
         "provenance": {
             "package_version": nas_mtl.__version__,

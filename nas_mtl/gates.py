@@ -5,11 +5,17 @@ one layer that share a gate kind) and returns every edge value as one tensor
 ``G`` of shape ``(S_g, B_g, J, C)``: ``S_g`` is 1 for gates shared by all tasks or the number
 of task streams, ``B_g`` is 1 unless the gate depends on the example. Missing edges are 0.
 
-All gates share one small interface:
+All gates share one small interface, so the search, derive and cost code never ask what kind
+of gate they hold:
+    learned             True when the gate carries architecture variables the search learns
     forward(ctx)        sample in training, deterministic value in eval
-    penalty()           named sparsity/budget terms for the search objective
-    open_probability()  P(edge open), (T or 1, J, C)
+    penalty_terms()     (sum, count) of the gate's own regularizer, named by ``penalty_name``
+    set_position(pos)   follow the search's temperature schedule (``nas_mtl.schedules``)
+    temperature         the current temperature, or None for gates without one
+    open_probability()  P(edge open), (T or 1, J, C), differentiable
     decisions()         the discrete architecture, bool (T or 1, J, C)
+
+The math is in ``docs/search.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch.nn import functional as F
 
 from nas_mtl.errors import GraphError
 from nas_mtl.registry import Registry
+from nas_mtl.schedules import SchedulePosition, sqrt_step_temperature, temperature
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,8 @@ class Gate(nn.Module):
     """Base class; subclasses set ``PARAMS`` (allowed params with defaults)."""
 
     PARAMS: Mapping[str, Any] = {}
-    penalty_name: str | None = None
+    penalty_name: str | None = None  # the study's weight for penalty_terms(): "<name>_weight"
+    learned = False  # carries architecture variables (own optimizer, searched, derived)
 
     def __init__(self, edges: BlockEdges) -> None:
         super().__init__()
@@ -108,14 +116,27 @@ class Gate(nn.Module):
         """True when every existing edge is a constant 1 (lets the supernet skip the multiply)."""
         return False
 
-    def set_step(self, step: int) -> None:
-        """Temperature schedules read the global training step; most gates ignore it."""
+    def set_position(self, pos: SchedulePosition) -> None:
+        """Temperature schedules follow the search's position; most gates ignore it."""
+
+    @property
+    def temperature(self) -> float | None:
+        return None
 
     def forward(self, ctx: GateContext) -> Tensor:
         raise NotImplementedError
 
+    def penalty_terms(self) -> tuple[Tensor, int]:
+        """The gate's own regularizer as (sum of terms, number of terms).
+
+        The search adds ``weight · sum`` (the papers' form) or ``weight · Σ sums / Σ counts``
+        over all gates with the same ``penalty_name`` (the normalized form).
+        """
+        return self.mask.new_zeros(()), 0
+
     def penalty(self) -> Tensor:
-        return self.mask.new_zeros(())
+        """The papers' (summed) form of the regularizer."""
+        return self.penalty_terms()[0]
 
     def open_probability(self) -> Tensor:
         return self.mask.unsqueeze(0)
@@ -207,7 +228,7 @@ class FixedGate(Gate):
 
 @GATES.register("hard_concrete", "SNR coding variables: hard-concrete / L0 gates (Louizos 2018)")
 class HardConcreteGate(Gate):
-    """Hard-concrete relaxation of Bernoulli gates, SPEC §1 (Louizos et al. 2018; SNR, Ma 2019).
+    """Hard-concrete relaxation of Bernoulli gates (Louizos et al. 2018; SNR, Ma 2019).
 
     Training: z = clamp(sigmoid((log u - log(1-u) + log α)/β)·(ζ-γ)+γ, 0, 1) with fresh noise
     per forward (per batch, or per example with ``noise = "example"``). Eval: the deterministic
@@ -216,6 +237,7 @@ class HardConcreteGate(Gate):
 
     kind = "hard_concrete"
     penalty_name = "l0"
+    learned = True
     PARAMS = {
         "beta": 2 / 3,
         "gamma": -0.1,
@@ -274,9 +296,10 @@ class HardConcreteGate(Gate):
         shift = self.p["beta"] * math.log(-self.p["gamma"] / self.p["zeta"])
         return torch.sigmoid(self.log_alpha - shift)
 
-    def penalty(self) -> Tensor:
-        """Expected L0 norm: the expected number of non-zero gates, summed over edges."""
-        return self._edge(self.expected_open()).sum()
+    def penalty_terms(self) -> tuple[Tensor, int]:
+        """Expected L0 norm: Σ over gate variables of P(z ≠ 0), and the number of variables."""
+        p = self.expected_open()
+        return p.sum(), p.numel()
 
     def open_probability(self) -> Tensor:
         return self._edge(self.expected_open())
@@ -293,13 +316,13 @@ class HardConcreteGate(Gate):
 
 
 def gumbel_temperature(step: int, tau0: float = 50.0, tau_min: float = 0.5) -> float:
-    """Gumbel-Matrix schedule τ = max(τ_min, τ_0 / sqrt(step + 1)) (SPEC §2)."""
-    return max(tau_min, tau0 / math.sqrt(step + 1))
+    """The Gumbel-Matrix paper's schedule τ = max(τ_min, τ_0 / sqrt(step + 1))."""
+    return sqrt_step_temperature(step, tau0, tau_min)
 
 
 @GATES.register("gumbel", "Gumbel-Matrix per-task on/off allocation, straight-through Gumbel")
 class GumbelGate(Gate):
-    """Per-task binary allocation of components (Maziarz et al. 2019, SPEC §2).
+    """Per-task binary allocation of components (Maziarz et al. 2019; docs/search.md).
 
     Variables are tied per group (default: the source component), so one logit pair
     L[t, c] = (on, off) decides whether component c serves task t. Training samples
@@ -310,6 +333,7 @@ class GumbelGate(Gate):
     kind = "gumbel"
     normalize = True
     penalty_name = "budget"
+    learned = True
     PARAMS = {"p0": 0.5, "tau0": 50.0, "tau_min": 0.5, "budget": None}
 
     def __init__(self, edges: BlockEdges) -> None:
@@ -322,14 +346,14 @@ class GumbelGate(Gate):
         self.register_buffer("index", index.clamp(min=0), persistent=False)
         init = torch.tensor([math.log(self.p["p0"]), math.log(1 - self.p["p0"])])
         self.logits = nn.Parameter(init.repeat(self.n_tasks, n_vars, 1))  # (T, n_vars, 2)
-        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=True)
+        self._tau = float(self.p["tau0"])  # a Python float: reading it never syncs a device
 
     @property
     def temperature(self) -> float:
-        return gumbel_temperature(int(self.step), self.p["tau0"], self.p["tau_min"])
+        return self._tau
 
-    def set_step(self, step: int) -> None:
-        self.step.fill_(step)
+    def set_position(self, pos: SchedulePosition) -> None:
+        self._tau = temperature(pos, self.p["tau0"], self.p["tau_min"])
 
     def _combine(self, y_on: Tensor) -> Tensor:  # (S, n_vars) -> (S, 1, J, C)
         g = y_on[:, self.index] * self.mask
@@ -353,11 +377,12 @@ class GumbelGate(Gate):
         """P_t,c(on), (T, n_vars)."""
         return self.logits.softmax(-1)[..., 0]
 
-    def penalty(self) -> Tensor:
-        """Budget term Σ_t max(0, mean_c P_t,c(on) − budget); zero when no budget is set."""
+    def penalty_terms(self) -> tuple[Tensor, int]:
+        """Budget terms max(0, mean_c P_t,c(on) − budget), one per task; none without a budget."""
         if self.p["budget"] in (None, False):
-            return self.logits.new_zeros(())
-        return (self.probability_on().mean(dim=1) - self.p["budget"]).clamp(min=0).sum()
+            return self.logits.new_zeros(()), 0
+        over = (self.probability_on().mean(dim=1) - self.p["budget"]).clamp(min=0)
+        return over.sum(), over.numel()
 
     def open_probability(self) -> Tensor:
         return self.probability_on()[:, self.index] * self.mask

@@ -121,13 +121,15 @@ def run_search(
     if not learned_gates(net):
         return net, {"searched": False}
     result = search(net, data, study.search, seed=seed, run_dir=run_dir, progress=progress)
-    last = result.history[-1] if result.history else {}
+    chosen = result.history[result.best_epoch] if result.history else {}
     return result.supernet, {
         "searched": True,
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,
         "wall_s": result.wall_s,
-        "frac_open": last.get("frac_open"),
+        "open_fraction": chosen.get("open_fraction"),
+        "undecided": chosen.get("undecided"),
+        "warnings": result.warnings,
     }
 
 
@@ -140,7 +142,15 @@ def run_derive(
     provenance: Mapping[str, Any],
 ) -> nx.DiGraph:
     device = next(net.parameters()).device
-    decisions, how = choose_architecture(net, data, study.derive.samples, seed, device)
+    decisions, how = choose_architecture(
+        net,
+        data,
+        study.derive.samples,
+        seed,
+        device,
+        study.search.target_open,
+        study.search.target_tolerance,
+    )
     arch = derive(net, decisions)
     arch.graph["input_regime"] = data.regime  # per-task inputs: prune unused task streams
     save_architecture(run_dir / "architecture.json", arch, {**provenance, "derive": how})
@@ -274,6 +284,7 @@ def architecture_summary(arch: nx.DiGraph) -> dict[str, Any]:
     """How much of the supernet survived: components and edges, per task and in all."""
     comps = [n for n, r in arch.nodes(data="role") if r == "component"]
     return {
+        "open_fraction": arch.graph.get("open_fraction"),  # the figure every printout shows
         "components": len(comps),
         "edges": arch.number_of_edges(),
         "components_per_task": {

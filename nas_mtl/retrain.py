@@ -17,7 +17,14 @@ import torch
 from nas_mtl.data import MultiTaskData
 from nas_mtl.study import RetrainConfig
 from nas_mtl.supernet import Supernet
-from nas_mtl.training import Evaluation, FitResult, evaluate, resolve_device, train
+from nas_mtl.training import (
+    Evaluation,
+    FitResult,
+    TrainConfig,
+    evaluate,
+    resolve_device,
+    train,
+)
 
 RETRAIN_LOG = "retrain_log.jsonl"
 
@@ -49,18 +56,20 @@ def retrain(
     fit = train(
         model,
         data,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        steps_per_epoch=cfg.steps_per_epoch,
-        lr_weights=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        patience=cfg.patience,
-        device=cfg.device,
-        amp=cfg.amp,
+        TrainConfig(
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            steps_per_epoch=cfg.steps_per_epoch,
+            weight_decay=cfg.weight_decay,
+            patience=cfg.patience,
+            device=cfg.device,
+            amp=cfg.amp,
+            keep_checkpoints=1,
+        ),
         seed=seed,
         stem="retrain",
         checkpoint_dir=run_dir / "checkpoints" if run_dir else None,
-        keep_checkpoints=1,
         progress=progress,
         log_path=run_dir / RETRAIN_LOG if run_dir else None,
     )

@@ -1,75 +1,355 @@
 """Differentiable architecture search: weights and gate variables trained together.
 
-Objective per step (SPEC §1–2): Σ_t w_t L_t + λ_L0 · E[L0] + λ_b · budget + λ_H · entropy,
-with separate Adam optimizers for weights and gate variables. Options: warm-up epochs with
-gates held open, DARTS-style alternation (weights on one half of the training data, gates on
-the other), early stopping on validation loss, a checkpoint and a log line per epoch.
+Objective per step (``docs/search.md``)::
 
-The per-epoch log (``search_log.jsonl``) keeps every learned gate's open probabilities, so
-later tools (drawings, task clustering, tuning) read the search's trajectory from the run
-directory without re-running it.
+    Σ_t w_t L_t  +  Σ_k λ_k · R_k  +  λ_H · H  +  μ · (E[open fraction] − target_open)
+
+``R_k`` are the gates' own regularizers (expected L0 of hard-concrete gates, the Gumbel-Matrix
+budget), normalized to a fraction by default so one weight means the same on every graph;
+``μ ≥ 0`` is a Lagrange multiplier updated by projected dual ascent, so the architecture keeps
+at most ``target_open`` of its gated pairs without tuning a weight (a search that is sparser
+on its own is left alone). Weights and gate variables have separate Adam
+optimizers. Everything the search adds to the training loop (warm-up, alternation, schedules,
+penalties, the multiplier, selection) is the :class:`ArchitectureStep`.
+
+Selection: an epoch is judged by the validation loss of its *derived discrete* architecture
+(gates forced to what will be retrained), and only epochs whose architecture meets the target
+(open fraction ≤ target + ``target_tolerance``) or that come after annealing may be chosen.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas_mtl.data import MultiTaskData
+import torch
+from torch import Tensor, nn
+
+from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
+from nas_mtl.derive import SHARED, greedy_decisions, learned_pairs, score_architecture
+from nas_mtl.errors import ConfigError
+from nas_mtl.gates import GATES
+from nas_mtl.graph import INPUT, head_id
+from nas_mtl.schedules import SchedulePosition
 from nas_mtl.study import SearchConfig
-from nas_mtl.supernet import Supernet, learned_gates
-from nas_mtl.training import train
+from nas_mtl.supernet import Supernet, hold_gates_open, learned_gates
+from nas_mtl.training import (
+    EpochVerdict,
+    Evaluation,
+    TrainConfig,
+    TrainingHooks,
+    halves,
+    train,
+    train_batches,
+)
 
 log = logging.getLogger(__name__)
 
 SEARCH_LOG = "search_log.jsonl"
+UNDECIDED = (0.2, 0.8)  # an open probability in this band is undecided
 
 
 @dataclass
 class SearchResult:
-    """The searched supernet (best validation epoch restored) and its history."""
+    """The searched supernet (selected epoch restored), its history and end-of-search warnings."""
 
     supernet: Supernet
     best_epoch: int
     best_val_loss: float
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
 
 def gate_snapshot(net: Supernet) -> list[dict[str, Any]]:
     """Open probabilities of every learned gate: (T or 1, J, C) lists with node names."""
-    snap = []
-    for i, blk, gate in learned_gates(net):
-        snap.append(
-            {
-                "block": i,
-                "kind": gate.kind,
-                "scope": gate.scope,
-                "src": list(blk.src),
-                "dst": list(blk.dst),
-                "open_probability": gate.open_probability().detach().cpu().tolist(),
-                "open": gate.decisions().cpu().tolist(),
-            }
+    return [
+        {
+            "block": i,
+            "kind": gate.kind,
+            "scope": gate.scope,
+            "src": list(blk.src),
+            "dst": list(blk.dst),
+            "open_probability": gate.open_probability().detach().cpu().tolist(),
+            "open": gate.decisions().cpu().tolist(),
+        }
+        for i, blk, gate in learned_gates(net)
+    ]
+
+
+def penalty_names() -> set[str]:
+    """Penalty names that registered gate kinds declare (each has a ``<name>_weight``)."""
+    return {cls.penalty_name for cls in GATES.values() if cls.penalty_name}
+
+
+class ArchitectureStep(TrainingHooks):
+    """The search's side of each training step: gate optimizer, penalties, multiplier, schedule.
+
+    Warm-up holds every gate open for the first ``warmup`` fraction of epochs (weights only);
+    temperatures anneal over the next ``anneal`` fraction of steps; with ``alternate`` the
+    gates step on a disjoint half of the training rows (DARTS-style).
+    """
+
+    def __init__(self, net: Supernet, data: MultiTaskData, cfg: SearchConfig) -> None:
+        self.net, self.data, self.cfg = net, data, cfg
+        self.gates = learned_gates(net)
+        weights = {"l0": cfg.l0_weight, "budget": cfg.budget_weight}
+        for _, _, gate in self.gates:
+            if gate.penalty_name is not None and gate.penalty_name not in weights:
+                raise ConfigError(
+                    f"gate kind '{gate.kind}' has penalty '{gate.penalty_name}', which no "
+                    f"[search] weight sets; known: {', '.join(sorted(weights))}"
+                )
+        self.penalty_weights = weights
+        self.optimizer = torch.optim.Adam(net.arch_parameters(), lr=cfg.lr_arch)
+        self.pair_weights = self._pair_weights()
+        self.total_pairs = float(len(learned_pairs(net)))
+        self.multiplier = torch.zeros(())
+        self.warm = False
+        self.position = SchedulePosition(kind=cfg.schedule)
+        self.arch_split: SharedSplit | PerTaskSplit | None = None
+        self._arch_batches: Any = None
+        self._gen = torch.Generator()
+        self._frac: Tensor | None = None
+
+    # ------------------------------------------------------------ training-loop hooks
+    def parameters_excluded(self) -> list[nn.Parameter]:
+        return self.net.arch_parameters()
+
+    def training_split(
+        self, split: SharedSplit | PerTaskSplit, gen: torch.Generator
+    ) -> SharedSplit | PerTaskSplit:
+        if not self.cfg.alternate:
+            return split
+        weight_half, self.arch_split = halves(split, gen)
+        self._gen = gen
+        return weight_half
+
+    def start_epoch(self, net: nn.Module, epoch: int, steps_per_epoch: int) -> None:
+        cfg = self.cfg
+        warm_epochs = math.floor(cfg.warmup * cfg.epochs)
+        total = cfg.epochs * steps_per_epoch
+        warm_steps = warm_epochs * steps_per_epoch
+        self.position = SchedulePosition(
+            step=epoch * steps_per_epoch,
+            warmup_steps=warm_steps,
+            anneal_steps=max(1, round(cfg.anneal * (total - warm_steps))),
+            kind=cfg.schedule,
         )
-    return snap
+        self.warm = epoch < warm_epochs
+        hold_gates_open(self.net, self.warm)
+        self.multiplier = self.multiplier.to(next(net.parameters()).device)
+        if self.arch_split is not None and not self.warm:
+            self._arch_batches = train_batches(
+                self.data, self.arch_split, cfg.batch_size, cfg.steps_per_epoch, self._gen
+            )
+
+    def before_step(self, net: nn.Module, step: int) -> None:
+        self.position = SchedulePosition(
+            step, self.position.warmup_steps, self.position.anneal_steps, self.position.kind
+        )
+        self.net.set_position(self.position)
+
+    def extra_loss(self, net: nn.Module) -> Tensor | None:
+        if self.warm or self.cfg.alternate:
+            return None
+        return self.objective_terms()
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def after_step(self, net: nn.Module, batch_loss: Callable[[Any], Tensor]) -> None:
+        if self.warm:
+            return
+        if self.cfg.alternate:
+            batch = next(self._arch_batches, None)
+            if batch is None:
+                return
+            self.optimizer.zero_grad(set_to_none=True)
+            (batch_loss(batch) + self.objective_terms()).backward()
+        self.optimizer.step()
+        if self.cfg.target_open is not None and self._frac is not None:
+            with torch.no_grad():  # projected dual ascent on μ ≥ 0; no host sync
+                step = self.cfg.dual_lr * (self._frac - self.cfg.target_open)
+                self.multiplier.add_(step).clamp_(min=0.0)
+
+    def end_epoch(self, net: nn.Module, ev: Evaluation, device: torch.device) -> EpochVerdict:
+        hold_gates_open(self.net, False)
+        chosen = score_architecture(self.net, self.data, greedy_decisions(self.net), device)
+        cfg = self.cfg
+        annealed = self.position.progress >= 1.0
+        meets = (
+            cfg.target_open is not None
+            and chosen.open_fraction <= cfg.target_open + cfg.target_tolerance
+        )
+        record = {
+            "warmup": self.warm,
+            "open_fraction": chosen.open_fraction,
+            "derived_val_objective": chosen.val_objective,
+            "dead_paths": len(chosen.derived.dead),
+            "single_path": all(_single_path(e) for e in chosen.derived.per_task.values()),
+            "annealed": annealed,
+            **self.diagnostics(),
+            "gates": gate_snapshot(self.net),
+        }
+        return EpochVerdict(chosen.val_objective, not self.warm and (meets or annealed), record)
+
+    def state(self) -> dict[str, Any]:
+        return {"a_opt": self.optimizer.state_dict(), "multiplier": float(self.multiplier)}
+
+    # ------------------------------------------------------------ the objective
+    def expected_open_fraction(self) -> Tensor:
+        """E[open fraction of the derived architecture], differentiable in the gates.
+
+        A pair is kept when its edge is open *and* lies on an open path from the input to the
+        task's head, so with independent gates (``docs/search.md``, "Open fraction")::
+
+            r_in(v)  = 1 − Π_{u→v} (1 − P(u→v) · r_in(u))       reachable from the input
+            r_out(u) = 1 − Π_{u→v} (1 − P(u→v) · r_out(v))      reaches the task's head
+            E[kept (t, u→v)] = r_in(u) · P(u→v) · r_out(v)
+
+        per task; a shared edge is kept when some task keeps it (1 − Π_t (1 − E_t)).
+        """
+        net, T = self.net, len(self.net.tasks)
+        dev = self.multiplier.device
+        probs = [blk.gate.open_probability().expand(T, -1, -1) for blk in net.blocks]
+        r_in = {INPUT: torch.ones(T, device=dev)}
+        for blk, P in zip(net.blocks, probs, strict=True):  # (T, J, C)
+            src = torch.stack([r_in[u] for u in blk.src], dim=1)  # (T, J)
+            reach = 1 - torch.prod(1 - P * src.unsqueeze(-1), dim=1)  # (T, C)
+            r_in.update({v: reach[:, c] for c, v in enumerate(blk.dst)})
+        eye = torch.eye(T, device=dev)
+        r_out = {head_id(t): eye[:, i] for i, t in enumerate(net.tasks)}
+        missed: dict[str, Tensor] = {}
+        kept = torch.zeros((), device=dev)
+        learned = {i for i, _, _ in self.gates}
+        for i in reversed(range(len(net.blocks))):
+            blk, P = net.blocks[i], probs[i]
+            dst = torch.stack([_complete(r_out, missed, v, T, dev) for v in blk.dst], dim=1)
+            through = P * dst.unsqueeze(1)  # (T, J, C): open edge into a head-reaching node
+            for j, u in enumerate(blk.src):
+                missed[u] = missed.get(u, 1) * torch.prod(1 - through[:, j], dim=-1)
+            if i in learned:
+                src = torch.stack([r_in[u] for u in blk.src], dim=1)  # (T, J)
+                per_task = src.unsqueeze(-1) * through  # (T, J, C)
+                if blk.gate.scope == "task":
+                    kept = kept + per_task.sum()
+                else:
+                    kept = kept + (1 - torch.prod(1 - per_task, dim=0)).sum()
+        return kept / max(self.total_pairs, 1.0)
+
+    def penalties(self) -> dict[str, Tensor]:
+        """Each named regularizer, normalized (Σ sums / Σ counts) or summed (the papers')."""
+        sums: dict[str, Tensor] = {}
+        counts: dict[str, int] = {}
+        for _, _, gate in self.gates:
+            if gate.penalty_name is None:
+                continue
+            value, count = gate.penalty_terms()
+            sums[gate.penalty_name] = sums.get(gate.penalty_name, 0.0) + value
+            counts[gate.penalty_name] = counts.get(gate.penalty_name, 0) + count
+        if self.cfg.penalty_form == "sum":
+            return sums
+        return {k: v / max(counts[k], 1) for k, v in sums.items()}
+
+    def objective_terms(self) -> Tensor:
+        terms = self.penalties()
+        total = sum(
+            (self.penalty_weights[k] * v for k, v in terms.items() if self.penalty_weights[k]),
+            torch.zeros((), device=self.multiplier.device),
+        )
+        if self.cfg.entropy_weight:
+            entropy = sum(g.entropy() for _, _, g in self.gates) / max(len(self.gates), 1)
+            total = total + self.cfg.entropy_weight * entropy
+        if self.cfg.target_open is not None:
+            frac = self.expected_open_fraction()
+            self._frac = frac.detach()
+            total = total + self.multiplier * (frac - self.cfg.target_open)
+        return total
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, Any]:
+        """Per-epoch gate figures for the log and the progress line."""
+        undecided = sum(
+            (
+                (w.to(g.mask.device) * _between(g.open_probability(), *UNDECIDED)).sum()
+                for (_, _, g), w in zip(self.gates, self.pair_weights, strict=True)
+            ),
+            torch.zeros(()),
+        )
+        temps = [g.temperature for _, _, g in self.gates if g.temperature is not None]
+        return {
+            "expected_open": float(self.expected_open_fraction()),
+            "undecided": float(undecided) / max(self.total_pairs, 1.0),
+            "temperature": temps[0] if temps else None,
+            "multiplier": float(self.multiplier) if self.cfg.target_open is not None else None,
+            "penalties": {k: float(v) for k, v in self.penalties().items()},
+            "gate_entropy": float(
+                sum(g.entropy() for _, _, g in self.gates) / max(len(self.gates), 1)
+            ),
+        }
+
+    def _pair_weights(self) -> list[Tensor]:
+        """Per gate, 1 where a variable row decides a learned (task, edge) pair."""
+        pairs = learned_pairs(self.net)
+        out = []
+        for _, blk, gate in self.gates:
+            tasks = self.net.tasks if gate.scope == "task" else (SHARED,)
+            w = torch.zeros(len(tasks), len(blk.src), len(blk.dst))
+            for j, u in enumerate(blk.src):
+                for c, v in enumerate(blk.dst):
+                    for row, task in enumerate(tasks):
+                        w[row, j, c] = float((task, (u, v)) in pairs)
+            out.append(w)
+        return out
 
 
-def gate_summary(net: Supernet) -> dict[str, float]:
-    """Fraction of learned-gate edges open (per task where per-task) and mean gate entropy."""
-    opened, total, entropy, n = 0.0, 0.0, 0.0, 0
-    for _, _, gate in learned_gates(net):
-        dec = gate.decisions().float() * gate.mask
-        opened += float(dec.sum())
-        total += float(gate.mask.sum()) * dec.shape[0]
-        entropy += float(gate.entropy().detach())
-        n += 1
-    return {
-        "frac_open": opened / total if total else 1.0,
-        "gate_entropy": entropy / n if n else 0.0,
-    }
+def _complete(
+    r_out: dict[str, Tensor], missed: dict[str, Tensor], node: str, T: int, dev: torch.device
+) -> Tensor:
+    """r_out of a node once every edge out of it has been seen (reverse block order)."""
+    if node not in r_out:
+        r_out[node] = 1 - missed.get(node, torch.ones(T, device=dev))
+    return r_out[node]
+
+
+def _between(p: Tensor, low: float, high: float) -> Tensor:
+    return ((p > low) & (p < high)).float()
+
+
+def _single_path(edges: set[tuple[str, str]]) -> bool:
+    """True when no node of the subgraph has more than one incoming edge."""
+    dst = [v for _, v in edges]
+    return len(dst) == len(set(dst))
+
+
+def search_warnings(record: dict[str, Any], target: float | None) -> list[str]:
+    """Plain-language warnings about the chosen epoch's architecture."""
+    out = []
+    if record.get("undecided", 0.0) > 0.25:
+        out.append(
+            f"the search ended undecided: {record['undecided']:.0%} of gate pairs have an open "
+            f"probability between {UNDECIDED[0]} and {UNDECIDED[1]}; search longer, raise "
+            f"lr_arch, or lower [search] anneal so temperatures reach their end sooner"
+        )
+    if record.get("dead_paths"):
+        out.append(
+            f"{record['dead_paths']} task(s) had no open path and kept their most probable "
+            f"path; raise target_open or lower the penalty"
+        )
+    elif record.get("single_path"):
+        out.append("the search collapsed to one path per task; raise target_open")
+    frac = record.get("open_fraction", 0.0)
+    if frac >= 0.95 and (target is None or target < 0.9):
+        out.append(
+            f"the search kept {frac:.0%} of the gated edges; set [search] target_open "
+            f"(e.g. 0.4) or raise l0_weight to find a sparser structure"
+        )
+    return out
 
 
 def search(
@@ -82,50 +362,42 @@ def search(
     progress: bool = False,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> SearchResult:
-    """Search the gate variables of ``supernet`` on ``data``; returns the best epoch's net.
+    """Search the gate variables of ``supernet`` on ``data``; returns the selected epoch's net.
 
     ``on_epoch`` receives each epoch's log record (an Optuna pruner hooks in here).
     """
     run_dir = Path(run_dir) if run_dir is not None else None
+    step = ArchitectureStep(supernet, data, cfg)
     fit = train(
         supernet,
         data,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        steps_per_epoch=cfg.steps_per_epoch,
-        lr_weights=cfg.lr_weights,
-        lr_arch=cfg.lr_arch,
-        weight_decay=cfg.weight_decay,
-        penalty_weights={"l0": cfg.l0_weight, "budget": cfg.budget_weight},
-        entropy_weight=cfg.entropy_weight,
-        warmup_epochs=cfg.warmup_epochs,
-        alternate=cfg.alternate,
-        patience=cfg.patience,
-        device=cfg.device,
-        amp=False,
+        TrainConfig(
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr_weights,
+            steps_per_epoch=cfg.steps_per_epoch,
+            weight_decay=cfg.weight_decay,
+            patience=cfg.patience,
+            device=cfg.device,
+            keep_checkpoints=cfg.keep_checkpoints,
+        ),
+        hooks=step,
         seed=seed,
         checkpoint_dir=run_dir / "checkpoints" if run_dir else None,
         stem="search",
-        keep_checkpoints=cfg.keep_checkpoints,
         progress=progress,
         log_path=run_dir / SEARCH_LOG if run_dir else None,
-        extra_record=lambda net: {
-            **gate_summary(net),
-            "temperature": _temperature(net),
-            "penalties": {k: float(v.detach()) for k, v in net.penalties().items()},
-            "gates": gate_snapshot(net),
-        },
         on_epoch=on_epoch,
     )
+    chosen = fit.history[fit.best_epoch] if fit.history else {}
+    warnings = search_warnings(chosen, cfg.target_open)
+    for w in warnings:
+        log.warning("%s", w)
     return SearchResult(
         supernet=fit.model,
         best_epoch=fit.best_epoch,
         best_val_loss=fit.best_val_loss,
         history=fit.history,
         wall_s=fit.wall_s,
+        warnings=warnings,
     )
-
-
-def _temperature(net: Supernet) -> float | None:
-    temps = [g.temperature for _, _, g in learned_gates(net) if hasattr(g, "temperature")]
-    return temps[0] if temps else None

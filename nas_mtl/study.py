@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from nas_mtl.errors import ConfigError, did_you_mean
+from nas_mtl.schedules import SCHEDULES
 from nas_mtl.spaces import space_path
 
 
@@ -55,7 +56,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Differentiable search of the supernet (weights and gate variables together)."""
+    """Differentiable search of the supernet (weights and gate variables together).
+
+    The defaults give a new task set a sparse, decided architecture without tuning: a target
+    fraction of open (task, edge) pairs enforced by a Lagrange multiplier, temperatures that
+    reach their end value within the run, and selection on the derived architecture
+    (``docs/search.md``).
+    """
 
     epochs: int = 10
     batch_size: int = 256
@@ -63,14 +70,41 @@ class SearchConfig:
     lr_weights: float = 1e-3  # Adam on weights
     lr_arch: float = 3e-2  # Adam on gate variables: they move faster than weights (Gumbel-M.)
     weight_decay: float = 0.0
-    l0_weight: float = 1e-3  # λ on the expected L0 norm (SNR); per example-mean loss scale
-    budget_weight: float = 0.0  # λ_b on the Gumbel budget term
+    target_open: float | None = 0.4  # keep at most this fraction of gated pairs; false: no cap
+    target_tolerance: float = 0.05  # epochs with open fraction <= target + this are selectable
+    dual_lr: float = 0.2  # dual-ascent step of the target multiplier, per training step
+    l0_weight: float = 0.0  # λ on the expected L0 of hard-concrete gates (SNR)
+    budget_weight: float = 0.0  # λ_b on the Gumbel-Matrix budget term
+    penalty_form: str = "normalized"  # "normalized": λ̄ · L0 / N_gates; "sum": the paper's λ · L0
     entropy_weight: float = 0.0  # optional push towards decided gates
-    warmup_epochs: int = 0  # epochs with gates held open (weights only)
+    schedule: str = "exponential"  # temperatures τ0 -> τ_min: exponential | linear | sqrt_step
+    warmup: float = 0.1  # fraction of epochs with gates held open (weights only)
+    anneal: float = 0.7  # fraction of the post-warm-up steps over which temperatures anneal
     alternate: bool = False  # weights on one half of train, gates on the other (DARTS-style)
-    patience: int = 5  # early stopping on validation loss
+    patience: int = 5  # early stopping, counted over selectable epochs only
     keep_checkpoints: int = 2  # per-epoch checkpoints kept (the best one is always kept)
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        where = "[search]"
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"{where} schedule = {self.schedule!r} is not one of {', '.join(SCHEDULES)}"
+            )
+        if self.penalty_form not in ("normalized", "sum"):
+            raise ConfigError(
+                f"{where} penalty_form = {self.penalty_form!r}; use 'normalized' or 'sum'"
+            )
+        if self.target_open is not None and not 0 < self.target_open <= 1:
+            raise ConfigError(
+                f"{where} target_open must be in (0, 1] (a fraction of gated edges) or false, "
+                f"got target_open={self.target_open}"
+            )
+        if not 0 <= self.warmup < 1 or not 0 < self.anneal <= 1:
+            raise ConfigError(
+                f"{where} warmup must be in [0, 1) and anneal in (0, 1] (fractions of the "
+                f"search), got warmup={self.warmup}, anneal={self.anneal}"
+            )
 
 
 @dataclass(frozen=True)
@@ -147,6 +181,8 @@ def _build(cls: type, table: Mapping[str, Any], where: str) -> Any:
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     text = str(hint)
+    if value is False and "None" in text and "bool" not in text:
+        return None  # TOML has no null: `key = false` switches an optional setting off
     if "TaskConfig" in text:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list of tables ([[data.tasks]])")
@@ -157,7 +193,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return tuple(value)
     if hint is int and not isinstance(value, int) or hint is bool and not isinstance(value, bool):
         raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
-    if hint is float and not isinstance(value, int | float):
+    if (hint is float or text == "float | None") and not isinstance(value, int | float):
         raise ConfigError(f"{where} must be a number, got {value!r}")
     return value
 

@@ -31,6 +31,7 @@ from nas_mtl.components import COMPONENTS, BatchedTowers, BiasActivation, Shape
 from nas_mtl.errors import GraphError
 from nas_mtl.gates import GATES, Gate, GateContext, edges_for_block
 from nas_mtl.graph import INPUT, in_shape, validate
+from nas_mtl.schedules import SchedulePosition
 
 
 def _signature(node_data: dict, by_usage: bool = False) -> str:
@@ -442,41 +443,29 @@ class Supernet(nn.Module):
             yield block, block.gate
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        return [
-            p for blk in self.blocks if not _is_weight_gate(blk.gate) for p in blk.gate.parameters()
-        ]
+        return [p for blk in self.blocks if blk.gate.learned for p in blk.gate.parameters()]
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
-    def set_step(self, step: int) -> None:
+    def set_position(self, pos: SchedulePosition) -> None:
         for blk in self.blocks:
-            blk.gate.set_step(step)
+            blk.gate.set_position(pos)
 
     def penalties(self) -> dict[str, Tensor]:
-        """Sparsity/budget terms by name ("l0", "budget"), summed over gates."""
+        """The gates' regularizers in the papers' summed form, by name ("l0", "budget")."""
         terms: dict[str, Tensor] = {}
         for blk in self.blocks:
-            name = blk.gate.penalty_name
-            if name is not None:
-                pen = blk.gate.penalty()
-                terms[name] = terms[name] + pen if name in terms else pen
+            if blk.gate.penalty_name is not None:
+                value = blk.gate.penalty_terms()[0]
+                terms[blk.gate.penalty_name] = terms.get(blk.gate.penalty_name, 0.0) + value
         return terms
-
-
-def _is_weight_gate(gate: Gate) -> bool:
-    return gate.kind == "softmax"
 
 
 def learned_gates(net: Supernet) -> list[tuple[int, Block, Gate]]:
     """The blocks whose gates carry architecture variables (what search learns)."""
-    arch = {id(p) for p in net.arch_parameters()}
-    return [
-        (i, blk, blk.gate)
-        for i, blk in enumerate(net.blocks)
-        if any(id(p) in arch for p in blk.gate.parameters())
-    ]
+    return [(i, blk, blk.gate) for i, blk in enumerate(net.blocks) if blk.gate.learned]
 
 
 def hold_gates_open(net: Supernet, hold: bool) -> None:

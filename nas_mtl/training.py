@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from nas_mtl.checkpoint import prune_epoch_checkpoints, save_atomic
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit, per_task_batches, shared_batches
 from nas_mtl.errors import ConfigError, TrainingError
-from nas_mtl.supernet import Supernet, hold_gates_open, learned_gates
+from nas_mtl.supernet import Supernet
 from nas_mtl.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -228,123 +228,156 @@ def _step_losses(
     return task_losses(out, y, data.tasks, per_task)
 
 
-def _penalty(net: Supernet, weights: Mapping[str, float], entropy_weight: float) -> Tensor:
-    terms = net.penalties()
-    total = sum(
-        (weights.get(k, 0.0) * v for k, v in terms.items()),
-        torch.zeros((), device=next(net.parameters()).device),
-    )
-    if entropy_weight:
-        gates = learned_gates(net)
-        total = total + entropy_weight * sum(g.entropy() for _, _, g in gates) / max(len(gates), 1)
-    return total
+@dataclass(frozen=True)
+class TrainConfig:
+    """What the one training loop needs; search and retrain each build one from the study."""
+
+    epochs: int
+    batch_size: int
+    lr: float  # Adam on model weights
+    steps_per_epoch: int | None = None
+    weight_decay: float = 0.0
+    patience: int = 5  # epochs without a better selection objective before stopping
+    device: str = "auto"
+    amp: bool = False  # bf16 autocast on CUDA
+    keep_checkpoints: int = 2
+
+
+@dataclass(frozen=True)
+class EpochVerdict:
+    """How an epoch counts for selection: its objective, whether it may be chosen, log fields."""
+
+    objective: float
+    eligible: bool = True
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TrainingHooks:
+    """What a training loop adds beyond fitting weights; the search's architecture step.
+
+    The base class does nothing, which is plain training (retrain): every epoch is eligible
+    and selected on its weighted validation loss.
+    """
+
+    def parameters_excluded(self) -> list[nn.Parameter]:
+        """Parameters the weight optimizer must not touch (the gate variables)."""
+        return []
+
+    def start_epoch(self, net: nn.Module, epoch: int, steps_per_epoch: int) -> None:
+        """Called before an epoch's first step."""
+
+    def before_step(self, net: nn.Module, step: int) -> None:
+        """Called before each forward pass (schedules)."""
+
+    def extra_loss(self, net: nn.Module) -> Tensor | None:
+        """Added to the loss that the weight step differentiates; None for nothing."""
+        return None
+
+    def zero_grad(self) -> None:
+        """Clear the hook's own gradients before the backward pass."""
+
+    def after_step(self, net: nn.Module, batch_loss: Callable[[Any], Tensor]) -> None:
+        """Called after the weight step; ``batch_loss(batch)`` scores another batch."""
+
+    def training_split(
+        self, split: SharedSplit | PerTaskSplit, gen: torch.Generator
+    ) -> SharedSplit | PerTaskSplit:
+        """The rows the weights train on (alternating search keeps half for the gates)."""
+        return split
+
+    def end_epoch(
+        self, net: nn.Module, ev: Evaluation, device: torch.device
+    ) -> EpochVerdict | None:
+        """How the epoch counts for selection; None: its weighted validation loss."""
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """Optimizer and controller states for checkpoints."""
+        return {}
 
 
 def train(
     net: Supernet,
     data: MultiTaskData,
+    cfg: TrainConfig,
     *,
-    epochs: int,
-    batch_size: int,
-    steps_per_epoch: int | None,
-    lr_weights: float,
-    lr_arch: float = 0.0,
-    weight_decay: float = 0.0,
-    penalty_weights: Mapping[str, float] | None = None,
-    entropy_weight: float = 0.0,
-    warmup_epochs: int = 0,
-    alternate: bool = False,
-    patience: int = 5,
-    device: str = "auto",
-    amp: bool = False,
+    hooks: TrainingHooks | None = None,
     seed: int = 0,
     checkpoint_dir: Path | None = None,
     stem: str = "model",
-    keep_checkpoints: int = 2,
     progress: bool = False,
     log_path: Path | None = None,
-    extra_record: Callable[[Supernet], dict[str, Any]] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """The one training loop behind search and retraining.
 
-    Weights and gate variables have separate Adam optimizers; gate variables (if any) follow
-    the penalty terms. Early stopping watches the weighted validation loss and the best
-    epoch's state is restored at the end. Each epoch appends a JSON line to ``log_path`` and
-    writes ``{stem}_epoch_NNN.pt`` (+ ``{stem}_best.pt``) to ``checkpoint_dir``.
+    Model weights get Adam; ``hooks`` (the search's architecture step) add the gate optimizer,
+    penalties, schedules and their own selection rule. Early stopping counts only eligible
+    epochs, and the best eligible epoch's state is restored at the end (the last epoch when
+    none was eligible). Each epoch appends a JSON line to ``log_path`` and writes
+    ``{stem}_epoch_NNN.pt`` (+ ``{stem}_best.pt``) to ``checkpoint_dir``.
     """
     start = time.perf_counter()
-    dev = resolve_device(device)
+    dev = resolve_device(cfg.device)
     if log_path is not None:
         log_path.unlink(missing_ok=True)  # the log describes this training only
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = net.to(dev).train()
     tasks = data.tasks
-    w_opt = torch.optim.Adam(net.weight_parameters(), lr=lr_weights, weight_decay=weight_decay)
-    arch = net.arch_parameters()
-    a_opt = torch.optim.Adam(arch, lr=lr_arch) if arch else None
-    weight_split, arch_split = (
-        halves(data.train, gen) if alternate and arch else (data.train, data.train)
-    )
-    weights = dict(penalty_weights or {})
-    stopper = EarlyStopping(patience)
-    best_state = copy.deepcopy(net.state_dict())
+    hooks = hooks or TrainingHooks()
+    excluded = {id(p) for p in hooks.parameters_excluded()}
+    weights = [p for p in net.parameters() if id(p) not in excluded]
+    w_opt = torch.optim.Adam(weights, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    split = hooks.training_split(data.train, gen)
+    n_steps_epoch = _steps_in_epoch(data, split, cfg)
+    stopper = EarlyStopping(cfg.patience)
+    best_state = None
     history: list[dict[str, Any]] = []
     step = 0
-    bar = tqdm(range(epochs), desc=stem, disable=not progress, leave=False)
+
+    def batch_loss(batch: tuple[Tensor, Tensor]) -> Tensor:
+        return weighted_loss(_step_losses(net, data, *batch, dev, cfg.amp), tasks)
+
+    bar = tqdm(range(cfg.epochs), desc=stem, disable=not progress, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        warm = epoch < warmup_epochs
-        hold_gates_open(net, warm)
-        learn_arch = a_opt is not None and not warm
+        hooks.start_epoch(net, epoch, n_steps_epoch)
         sums = {t.name: 0.0 for t in tasks}
         n_steps = 0
-        arch_iter = (
-            train_batches(data, arch_split, batch_size, steps_per_epoch, gen)
-            if alternate and learn_arch
-            else None
-        )
-        for x, y in train_batches(data, weight_split, batch_size, steps_per_epoch, gen):
-            net.set_step(step)
-            losses = _step_losses(net, data, x, y, dev, amp)
+        for x, y in train_batches(data, split, cfg.batch_size, cfg.steps_per_epoch, gen):
+            hooks.before_step(net, step)
+            losses = _step_losses(net, data, x, y, dev, cfg.amp)
             loss = weighted_loss(losses, tasks)
-            if learn_arch and arch_iter is None:
-                loss = loss + _penalty(net, weights, entropy_weight)
+            extra = hooks.extra_loss(net)
+            if extra is not None:
+                loss = loss + extra
             check_finite(loss, f"{stem} epoch {epoch}")
             w_opt.zero_grad(set_to_none=True)
-            if a_opt is not None:
-                a_opt.zero_grad(set_to_none=True)
+            hooks.zero_grad()
             loss.backward()
             w_opt.step()
-            if learn_arch:
-                if arch_iter is not None:  # alternate: gates step on the other half
-                    batch = next(arch_iter, None)
-                    if batch is not None:
-                        a_opt.zero_grad(set_to_none=True)
-                        a_loss = weighted_loss(_step_losses(net, data, *batch, dev, amp), tasks)
-                        (a_loss + _penalty(net, weights, entropy_weight)).backward()
-                a_opt.step()
+            hooks.after_step(net, batch_loss)
             for name, v in losses.items():
                 sums[name] += float(v.detach())
             n_steps += 1
             step += 1
-        hold_gates_open(net, False)
-        ev = evaluate(net, data, data.val, dev, amp)
-        val_loss = ev.loss(tasks)
-        improved = stopper.step(val_loss, epoch)
-        if improved:
+        ev = evaluate(net, data, data.val, dev, cfg.amp)
+        verdict = hooks.end_epoch(net, ev, dev) or EpochVerdict(ev.loss(tasks))
+        improved = verdict.eligible and stopper.step(verdict.objective, epoch)
+        if improved or best_state is None and epoch == cfg.epochs - 1:
             best_state = copy.deepcopy(net.state_dict())
         record = {
             "epoch": epoch,
             "step": step,
-            "warmup": warm,
             "train_loss": {k: v / max(n_steps, 1) for k, v in sums.items()},
             "val_loss": ev.losses,
-            "val_objective": val_loss,
+            "val_objective": ev.loss(tasks),
             "val_metric": ev.primary(tasks),
+            "selection_objective": verdict.objective,
+            "eligible": verdict.eligible,
             "wall_s": time.perf_counter() - t0,
-            **(extra_record(net) if extra_record else {}),
+            **verdict.record,
         }
         history.append(record)
         if log_path is not None:
@@ -355,27 +388,54 @@ def train(
                 "step": step,
                 "model": net.state_dict(),
                 "w_opt": w_opt.state_dict(),
-                "a_opt": a_opt.state_dict() if a_opt else None,
+                **hooks.state(),
             }
             save_atomic(state, checkpoint_dir / f"{stem}_epoch_{epoch:03d}.pt")
-            prune_epoch_checkpoints(checkpoint_dir, stem, keep_checkpoints)
+            prune_epoch_checkpoints(checkpoint_dir, stem, cfg.keep_checkpoints)
             if improved:
                 save_atomic(state, checkpoint_dir / f"{stem}_best.pt")
         if on_epoch is not None:
             on_epoch(record)
-        bar.set_postfix(val=f"{val_loss:.4f}")
-        log.info("%s epoch %d: val objective %.4f", stem, epoch, val_loss)
+        bar.set_postfix(_postfix(record))
+        log.info("%s epoch %d: %s", stem, epoch, _postfix(record))
         if stopper.should_stop:
             break
+    if best_state is None:  # no eligible epoch (stopped early): keep the last one
+        best_state = copy.deepcopy(net.state_dict())
+        if checkpoint_dir is not None:
+            save_atomic({"epoch": epoch, "model": best_state}, checkpoint_dir / f"{stem}_best.pt")
     net.load_state_dict(best_state)
     return FitResult(
         model=net,
-        best_epoch=stopper.best_epoch,
-        best_val_loss=stopper.best,
+        best_epoch=stopper.best_epoch if stopper.best_epoch >= 0 else len(history) - 1,
+        best_val_loss=stopper.best if stopper.best_epoch >= 0 else history[-1]["val_objective"],
         history=history,
         wall_s=time.perf_counter() - start,
         device=str(dev),
     )
+
+
+def _steps_in_epoch(
+    data: MultiTaskData, split: SharedSplit | PerTaskSplit, cfg: TrainConfig
+) -> int:
+    if isinstance(split, PerTaskSplit):
+        return steps_per_epoch(data, cfg.batch_size, cfg.steps_per_epoch)
+    return max(1, math.ceil(len(split) / cfg.batch_size))
+
+
+def _postfix(record: Mapping[str, Any]) -> dict[str, str]:
+    """The progress line: validation objective and, in search, the gate diagnostics."""
+    out = {"val": f"{record['val_objective']:.4f}"}
+    for key, fmt in (
+        ("open_fraction", "{:.2f}"),
+        ("undecided", "{:.2f}"),
+        ("dead_paths", "{}"),
+        ("temperature", "{:.2f}"),
+        ("multiplier", "{:.3g}"),
+    ):
+        if record.get(key) is not None:
+            out[key] = fmt.format(record[key])
+    return out
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:

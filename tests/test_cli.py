@@ -83,7 +83,11 @@ def test_run_writes_the_run_directory_and_report(tmp_path, capsys):
     assert snr["macs"]["g0_t0"] > 0 and snr["supernet"]["total"]["macs"] >= snr["total_macs"]
     run = out / "default" / "snr_trans" / "seed_0"
     log = [json.loads(line) for line in (run / "search_log.jsonl").read_text().splitlines()]
-    assert len(log) == 2 and {"frac_open", "gate_entropy", "gates", "val_loss"} <= set(log[0])
+    keys = {"open_fraction", "undecided", "dead_paths", "temperature", "multiplier", "gates"}
+    assert len(log) == 2 and keys | {"gate_entropy", "val_loss"} <= set(log[0])
+    arch = json.loads((run / "architecture.json").read_text())
+    assert f"open {arch['open_fraction']:.3f}" in printed  # the figure printed is the chosen one
+    assert snr["architecture"]["open_fraction"] == arch["open_fraction"]
     assert (run / "checkpoints" / "search_best.pt").exists()
     arch = json.loads((run / "architecture.json").read_text())
     assert arch["provenance"]["seed"] == 0 and len(arch["provenance"]["study_sha256"]) == 64

@@ -1,4 +1,4 @@
-"""Gate math against SPEC §1–3: hard-concrete/L0, straight-through Gumbel, softmax gates."""
+"""Gate math (docs/search.md): hard-concrete/L0, straight-through Gumbel, softmax gates."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from nas_mtl.gates import (
     SoftmaxGate,
     gumbel_temperature,
 )
+from nas_mtl.schedules import SchedulePosition, temperature
 
 TASKS = ("a", "b", "c")
 
@@ -134,13 +135,40 @@ def test_gumbel_temperature_schedule():
     assert gumbel_temperature(99) == pytest.approx(5.0)
     assert gumbel_temperature(10**6) == 0.5
     gate = _gumbel(tau0=10.0, tau_min=1.0)
-    gate.set_step(3)
+    gate.set_position(SchedulePosition(step=3, kind="sqrt_step"))
     assert gate.temperature == pytest.approx(5.0)
+
+
+@given(
+    step=st.integers(0, 10_000),
+    warm=st.integers(0, 500),
+    anneal=st.integers(1, 5_000),
+    tau0=st.floats(1.0, 100.0),
+    tau_min=st.floats(0.05, 1.0),
+)
+def test_relative_schedules_go_from_tau0_to_tau_min(step, warm, anneal, tau0, tau_min):
+    """Linear and exponential: τ0 until warm-up ends, τ_min once annealing ends, monotone."""
+    for kind in ("linear", "exponential"):
+        pos = SchedulePosition(step, warm, anneal, kind)
+        tau = temperature(pos, tau0, tau_min)
+        p = min(max((step - warm) / anneal, 0.0), 1.0)
+        want = tau0 + (tau_min - tau0) * p if kind == "linear" else tau0 * (tau_min / tau0) ** p
+        assert tau == pytest.approx(want)
+        assert tau_min - 1e-9 <= tau <= tau0 + 1e-9
+        later = temperature(SchedulePosition(step + 1, warm, anneal, kind), tau0, tau_min)
+        assert later <= tau + 1e-12
+    assert temperature(SchedulePosition(warm + anneal, warm, anneal, "linear"), tau0, tau_min) == (
+        pytest.approx(tau_min)
+    )
+    sqrt = temperature(SchedulePosition(step, warm, anneal, "sqrt_step"), tau0, tau_min)
+    assert sqrt == pytest.approx(max(tau_min, tau0 / math.sqrt(step + 1)))
 
 
 def test_gumbel_budget_penalty():
     gate = _gumbel(p0=0.9, budget=0.5)
     assert gate.penalty().item() == pytest.approx(3 * (0.9 - 0.5), rel=1e-5)
+    value, count = gate.penalty_terms()
+    assert count == 3 and value.item() / count == pytest.approx(0.4, rel=1e-5)  # per task
     assert _gumbel(p0=0.9).penalty().item() == 0.0
 
 

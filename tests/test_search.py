@@ -1,4 +1,4 @@
-"""The search loop: penalties are wired, warm-up holds gates, alternation, early stopping."""
+"""The search loop: penalties, the target constraint, warm-up, alternation, selection."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from nas_mtl.data import load_dataset
-from nas_mtl.search import search
+from nas_mtl.derive import derive, derive_edges, learned_pairs, open_fraction
+from nas_mtl.errors import ConfigError
+from nas_mtl.search import ArchitectureStep, search
 from nas_mtl.spaces import build_space
 from nas_mtl.study import SearchConfig
 from nas_mtl.supernet import Supernet
@@ -29,23 +31,72 @@ def _open(net):
 
 
 def test_l0_penalty_closes_gates(data):
-    cfg = SearchConfig(epochs=3, batch_size=64, lr_arch=0.1, patience=5)
+    cfg = SearchConfig(epochs=3, batch_size=64, lr_arch=0.1, target_open=None, warmup=0.0)
     free = search(
         _net(data, subnetworks=3, width=4), data, SearchConfig(**{**cfg.__dict__, "l0_weight": 0.0})
     )
     sparse = search(
-        _net(data, subnetworks=3, width=4), data, SearchConfig(**{**cfg.__dict__, "l0_weight": 1.0})
+        _net(data, subnetworks=3, width=4), data, SearchConfig(**{**cfg.__dict__, "l0_weight": 5.0})
     )
     assert sparse.supernet.penalties()["l0"] < free.supernet.penalties()["l0"] - 1.0
-    assert sparse.history[-1]["frac_open"] <= free.history[-1]["frac_open"]
+    assert sparse.history[-1]["expected_open"] < free.history[-1]["expected_open"]
+
+
+@pytest.mark.parametrize("form", ["normalized", "sum"])
+def test_normalized_penalty_is_the_sum_divided_by_the_number_of_gates(data, form):
+    net = _net(data, subnetworks=3, width=4)
+    step = ArchitectureStep(net, data, SearchConfig(penalty_form=form))
+    total = net.penalties()["l0"]
+    n_gates = sum(p.numel() for p in net.arch_parameters())
+    want = total if form == "sum" else total / n_gates
+    torch.testing.assert_close(step.penalties()["l0"], want)
+
+
+def test_expected_open_fraction_matches_the_derived_one_for_decided_gates(data):
+    net = _net(data, subnetworks=3, width=4)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.copy_(torch.where(torch.rand(p.shape, generator=gen) < 0.5, 30.0, -30.0))
+    step = ArchitectureStep(net, data, SearchConfig())
+    exact = open_fraction(net, derive_edges(net))
+    assert 0 < exact < 1
+    assert step.expected_open_fraction().item() == pytest.approx(exact, abs=1e-4)
+
+
+def test_target_open_caps_the_derived_architecture(data):
+    net = _net(data, subnetworks=4, width=8)
+    cfg = SearchConfig(epochs=8, batch_size=32, target_open=0.3, dual_lr=0.5, warmup=0.0)
+    result = search(net, data, cfg)
+    chosen = result.history[result.best_epoch]
+    assert chosen["eligible"] and chosen["open_fraction"] <= 0.35
+    assert chosen["multiplier"] > 0
+    arch = derive(result.supernet)
+    assert arch.graph["open_fraction"] == pytest.approx(chosen["open_fraction"])
+
+
+def test_unknown_penalty_name_is_an_error(data, monkeypatch):
+    net = _net(data, subnetworks=2, width=4)
+    gate = next(blk.gate for blk in net.blocks if blk.gate.learned)
+    monkeypatch.setattr(type(gate), "penalty_name", "l1")
+    with pytest.raises(ConfigError, match="penalty 'l1'"):
+        ArchitectureStep(net, data, SearchConfig())
+
+
+def test_open_pairs_count_shared_edges_once(data):
+    net = _net(data, subnetworks=2, width=4)  # 2x2 inner edges + 2 heads x 2 edges
+    pairs = learned_pairs(net)
+    assert len(pairs) == 4 + 4
+    assert sum(t == "*" for t, _ in pairs) == 8  # SNR gates are shared: one decision each
 
 
 def test_warmup_holds_gates_and_freezes_their_variables(data):
     net = _net(data, subnetworks=2, width=4)
     before = _open(net)
-    result = search(net, data, SearchConfig(epochs=1, batch_size=64, warmup_epochs=1))
-    assert torch.equal(_open(result.supernet), before)
-    assert result.history[0]["warmup"] is True
+    result = search(net, data, SearchConfig(epochs=2, batch_size=64, warmup=0.5))
+    assert result.history[0]["warmup"] is True and result.history[1]["warmup"] is False
+    assert not result.history[0]["eligible"]  # a warm-up epoch is never selected
+    assert torch.equal(_open(result.supernet), before) or result.best_epoch == 1
 
 
 def test_alternate_updates_gates_on_the_other_half(data):
@@ -61,9 +112,13 @@ def test_alternate_updates_gates_on_the_other_half(data):
 
 def test_early_stopping_and_epoch_records(data):
     seen = []
-    cfg = SearchConfig(epochs=10, batch_size=64, lr_weights=0.0, lr_arch=0.0, patience=2)
+    cfg = SearchConfig(
+        epochs=10, batch_size=64, lr_weights=0.0, lr_arch=0.0, patience=2, warmup=0.0, anneal=0.1
+    )
     result = search(_net(data, subnetworks=2, width=4), data, cfg, on_epoch=seen.append)
-    assert len(result.history) == 3 and result.best_epoch == 0  # nothing can improve
+    # annealing ends with epoch 1's first step: epochs 1.. are selectable; nothing can improve
+    assert [r["eligible"] for r in result.history] == [False, True, True, True]
+    assert len(result.history) == 4 and result.best_epoch == 1
     assert seen == result.history
     gates = seen[0]["gates"]
     assert {g["kind"] for g in gates} == {"hard_concrete"}
@@ -72,6 +127,35 @@ def test_early_stopping_and_epoch_records(data):
 
 def test_gumbel_temperature_follows_the_step(data):
     net = _net(data, "gumbel_matrix", layers=1, components=2, width=4)
-    result = search(net, data, SearchConfig(epochs=2, batch_size=128))
+    cfg = SearchConfig(epochs=2, batch_size=128, schedule="sqrt_step")
+    result = search(net, data, cfg)
     steps = result.history[-1]["step"]  # 4 steps an epoch
     assert result.history[-1]["temperature"] == pytest.approx(max(0.5, 50 / (steps) ** 0.5))
+
+
+def test_relative_schedule_reaches_tau_min_when_annealing_ends(data):
+    net = _net(data, "gumbel_matrix", layers=1, components=2, width=4)
+    cfg = SearchConfig(epochs=5, batch_size=128, warmup=0.2, anneal=0.5, patience=10)
+    result = search(net, data, cfg)
+    temps = [r["temperature"] for r in result.history]
+    assert temps[0] == pytest.approx(50.0)  # warm-up: the schedule has not started
+    assert temps == sorted(temps, reverse=True)
+    assert temps[-1] == pytest.approx(0.5) and result.history[-1]["annealed"]
+
+
+def test_selection_uses_the_derived_architecture(data):
+    net = _net(data, "gumbel_matrix", layers=1, components=3, width=4)
+    cfg = SearchConfig(epochs=4, batch_size=64, warmup=0.0, patience=10)
+    result = search(net, data, cfg)
+    for r in result.history:
+        assert r["selection_objective"] == r["derived_val_objective"]
+    eligible = [r for r in result.history if r["eligible"]]
+    best = min(eligible, key=lambda r: r["selection_objective"])
+    assert result.best_epoch == best["epoch"]
+
+
+def test_search_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="schedule = 'cosine'"):
+        SearchConfig(schedule="cosine")
+    with pytest.raises(ConfigError, match="target_open must be in"):
+        SearchConfig(target_open=1.5)
