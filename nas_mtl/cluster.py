@@ -34,7 +34,10 @@ def cluster_edge_sets(edges: Mapping[str, Set], k: int, linkage: str = "average"
         raise ValueError(f"k must be between 1 and the number of tasks ({len(tasks)}), got k={k}")
     if k == len(tasks):
         return {t: i for i, t in enumerate(tasks)}
-    d = jaccard_distances([set(map(tuple, edges[t])) for t in tasks])
+    # edges read back from JSON are lists: make them hashable
+    d = jaccard_distances(
+        [{tuple(e) if isinstance(e, list) else e for e in edges[t]} for t in tasks]
+    )
     labels = AgglomerativeClustering(
         n_clusters=k, metric="precomputed", linkage=linkage
     ).fit_predict(d)

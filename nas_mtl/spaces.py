@@ -173,6 +173,8 @@ def build_space(
             )
     params = {**sf.params, **overrides, "tasks": len(tasks), "input_width": int(input_shape[0])}
     where = str(sf.path)
+    if "groups" in params:
+        params["n_groups"] = len(_check_groups(params["groups"], list(tasks), sf.name))
     res = _Resolver(params, where)
     g = new_graph(tuple(int(d) for d in input_shape), tasks, name=sf.name)
     g.graph["space_params"] = {k: v for k, v in params.items() if k in sf.params}
@@ -272,6 +274,28 @@ def _build_layers(g: nx.DiGraph, sf: SpaceFile, res: _Resolver, image: bool) -> 
     )
 
 
+def _check_groups(groups: Any, tasks: list[str], space: str) -> list[list[str]]:
+    """Task groups as lists of task names: every task in exactly one group."""
+    fix = f"set [space_params] {space} = {{ groups = [[task, ...], ...] }} naming every task"
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, list) for g in groups):
+        raise ConfigError(f"search space '{space}' needs groups as lists of task names; {fix}")
+    seen = [t for grp in groups for t in grp]
+    unknown = sorted(set(seen) - set(tasks))
+    missing = [t for t in tasks if t not in seen]
+    twice = sorted({t for t in seen if seen.count(t) > 1})
+    if unknown or missing or twice or any(not grp for grp in groups):
+        problems = [
+            f"unknown tasks {unknown}" if unknown else "",
+            f"tasks in no group {missing}" if missing else "",
+            f"tasks in several groups {twice}" if twice else "",
+            "an empty group" if any(not grp for grp in groups) else "",
+        ]
+        raise ConfigError(
+            f"search space '{space}': groups have {'; '.join(p for p in problems if p)}; {fix}"
+        )
+    return groups
+
+
 def _connect_layer(
     g: nx.DiGraph,
     src: list[str],
@@ -281,6 +305,17 @@ def _connect_layer(
     transform: str,
     where: str,
 ) -> None:
+    if pattern == "groups":  # trunk k of the previous layer feeds the heads of group k
+        groups = g.graph["space_params"].get("groups")
+        if not groups or len(groups) != len(src) or any(g.nodes[v]["role"] != "head" for v in dst):
+            raise ConfigError(
+                f"{where}: connect = 'groups' joins one component per group (count = "
+                f"'$n_groups') to the heads, with the space parameter 'groups'"
+            )
+        member = {t: k for k, grp in enumerate(groups) for t in grp}
+        for v in dst:
+            connect(g, src[member[g.nodes[v]["task"]]], v, gate, transform)
+        return
     if pattern == "all":
         pairs = [(u, v) for v in dst for u in src]
     elif pattern == "diagonal":
@@ -291,7 +326,9 @@ def _connect_layer(
             )
         pairs = [(src[0] if len(src) == 1 else src[i], v) for i, v in enumerate(dst)]
     else:
-        raise ConfigError(f"{where}: connect must be 'all' or 'diagonal', got {pattern!r}")
+        raise ConfigError(
+            f"{where}: connect must be 'all', 'diagonal' or 'groups', got {pattern!r}"
+        )
     for u, v in pairs:
         connect(g, u, v, gate, transform)
 

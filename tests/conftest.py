@@ -31,3 +31,18 @@ def data_dir() -> Path:
             pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
         pytest.skip(reason)
     return path
+
+
+def required_space_params(space: str, tasks) -> dict:
+    """Values a space needs from its user (``groups`` of the grouped space), for tests.
+
+    Spaces are tested by iterating the registry; a parameter without a usable default gets
+    two groups of tasks here.
+    """
+    from nas_mtl.spaces import load_space
+
+    names = list(tasks)
+    if "groups" in load_space(space).params:
+        half = (len(names) + 1) // 2
+        return {"groups": [names[:half], names[half:]] if len(names) > 1 else [names]}
+    return {}

@@ -85,3 +85,25 @@ def test_user_space_file(tmp_path):
 
 def test_space_files_are_found_from_the_source_tree():
     assert SEED <= set(available_spaces())
+
+
+def test_grouped_space_gives_each_group_one_trunk():
+    tasks = {"a": 1, "b": 1, "c": 1, "d": 1}
+    g = build_space("grouped", (20,), tasks, groups=[["a", "c"], ["b", "d"]], layers=2)
+    heads = {v: u for u, v in g.edges if v.startswith("head:")}
+    assert heads["head:a"] == heads["head:c"] != heads["head:b"] == heads["head:d"]
+    assert len(components(g)) == 4  # 2 groups x 2 layers
+
+
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        ([], "needs groups as lists of task names"),
+        ([["a", "b"], ["c"]], r"tasks in no group \['d'\]"),
+        ([["a", "b", "x"], ["c", "d"]], r"unknown tasks \['x'\]"),
+        ([["a", "b"], ["b", "c", "d"]], r"tasks in several groups \['b'\]"),
+    ],
+)
+def test_grouped_space_checks_its_groups(groups, message):
+    with pytest.raises(ConfigError, match=message):
+        build_space("grouped", (20,), {"a": 1, "b": 1, "c": 1, "d": 1}, groups=groups)

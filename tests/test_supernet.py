@@ -11,12 +11,14 @@ from nas_mtl.gates import HardConcreteGate
 from nas_mtl.graph import from_json, to_json
 from nas_mtl.spaces import available_spaces, build_space
 from nas_mtl.supernet import Supernet
+from tests.conftest import required_space_params
 
 TASKS = {"a": 1, "b": 1, "c": 3, "d": 1}
 
 
 def _net(space: str, tasks=TASKS, shape=(100,), **kw) -> Supernet:
     torch.manual_seed(0)
+    kw = {**required_space_params(space, tasks), **kw}
     return Supernet(build_space(space, shape, tasks, **kw))
 
 
@@ -187,7 +189,7 @@ def test_image_spaces_run_on_both_regimes(space):
 
 @pytest.mark.parametrize("space", SPACES)
 def test_json_round_trip_rebuilds_the_same_model(space):
-    g = build_space(space, (100,), TASKS)
+    g = build_space(space, (100,), TASKS, **required_space_params(space, TASKS))
     back = from_json(to_json(g))
     assert dict(back.graph) == dict(g.graph)
     assert list(back.nodes(data=True)) == list(g.nodes(data=True))
