@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from torch import Tensor, nn
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
 from nas_mtl.derive import SHARED, greedy_decisions, learned_pairs, score_architecture
 from nas_mtl.errors import ConfigError
-from nas_mtl.gates import GATES
 from nas_mtl.graph import INPUT, head_id
 from nas_mtl.schedules import SchedulePosition
 from nas_mtl.study import SearchConfig
@@ -79,11 +78,6 @@ def gate_snapshot(net: Supernet) -> list[dict[str, Any]]:
         }
         for i, blk, gate in learned_gates(net)
     ]
-
-
-def penalty_names() -> set[str]:
-    """Penalty names that registered gate kinds declare (each has a ``<name>_weight``)."""
-    return {cls.penalty_name for cls in GATES.values() if cls.penalty_name}
 
 
 class ArchitectureStep(TrainingHooks):
@@ -149,9 +143,7 @@ class ArchitectureStep(TrainingHooks):
             )
 
     def before_step(self, net: nn.Module, step: int) -> None:
-        self.position = SchedulePosition(
-            step, self.position.warmup_steps, self.position.anneal_steps, self.position.kind
-        )
+        self.position = replace(self.position, step=step)
         self.net.set_position(self.position)
 
     def extra_loss(self, net: nn.Module) -> Tensor | None:
