@@ -336,10 +336,15 @@ def search_warnings(record: dict[str, Any], target: float | None) -> list[str]:
     elif record.get("single_path"):
         out.append("the search collapsed to one path per task; raise target_open")
     frac = record.get("open_fraction", 0.0)
-    if frac >= 0.95 and (target is None or target < 0.9):
+    if frac >= 0.95 and target is None:
         out.append(
             f"the search kept {frac:.0%} of the gated edges; set [search] target_open "
             f"(e.g. 0.4) or raise l0_weight to find a sparser structure"
+        )
+    elif frac >= 0.95 and target < 0.9:
+        out.append(
+            f"the search kept {frac:.0%} of the gated edges and never reached target_open = "
+            f"{target}; raise [search] dual_lr or epochs so the constraint can act"
         )
     return out
 
