@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed(s) to run instead of the study's (repeat the flag for several)",
     )
     _common(p)
+    p = sub.add_parser(
+        "describe", help="preview a study: size and gate count of every space, nothing trains"
+    )
+    p.add_argument("study", type=Path)
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder of the real data sets (default: $NAS_MTL_DATA_DIR or ./data)",
+    )
     p = sub.add_parser("search", help="search one space of a study (writes supernet + logs)")
     p.add_argument("study", type=Path)
     p.add_argument("--space", required=True)
@@ -130,11 +139,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(args: argparse.Namespace) -> int:
+    from nas_mtl.describe import describe_study, format_summaries
+    from nas_mtl.study import load_study
+
+    study = load_study(args.study)
+    print(f"study '{study.name}': supernets on its data (MACs per example, all tasks)")
+    print(format_summaries(describe_study(study, args.data_dir)))
+    return 0
+
+
 def _search(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from nas_mtl.pipeline import load_data, open_run_dir, prepare_out, run_search
+    from nas_mtl.pipeline import run_search
+    from nas_mtl.rundir import open_run_dir, prepare_out
     from nas_mtl.study import load_study
+    from nas_mtl.study_data import load_data
 
     study = load_study(args.study)
     if args.device:
@@ -142,10 +163,12 @@ def _search(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else study.seeds[0]
     out = args.out or Path("runs") / study.name
     prepare_out(study, out)
-    for variant in study.data_variants():
+    for variant in study.variants():
         run_dir = open_run_dir(out, variant, args.space, seed)
         data = load_data(study, variant, seed, args.data_dir)
-        _, info = run_search(study, args.space, data, seed, run_dir, sys.stderr.isatty())
+        _, info = run_search(
+            study.for_variant(variant), args.space, data, seed, run_dir, sys.stderr.isatty()
+        )
         print(f"{run_dir}: {info}")
     return 0
 
@@ -153,7 +176,9 @@ def _search(args: argparse.Namespace) -> int:
 def _derive(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from nas_mtl.pipeline import load_data, load_searched, run_derive, study_of_run
+    from nas_mtl.pipeline import load_searched, run_derive
+    from nas_mtl.rundir import study_of_run
+    from nas_mtl.study_data import load_data
 
     study, ctx = study_of_run(args.run_dir)
     if args.samples is not None:
@@ -202,6 +227,7 @@ def _report(args: argparse.Namespace) -> int:
 COMMANDS = {
     "spaces": _spaces,
     "run": _run,
+    "describe": _describe,
     "search": _search,
     "derive": _derive,
     "retrain": _retrain,

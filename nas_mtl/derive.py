@@ -51,8 +51,11 @@ def greedy_decisions(net: Supernet) -> Decisions:
     return {i: blk.gate.decisions().cpu() for i, blk in enumerate(net.blocks)}
 
 
-def sampled_decisions(net: Supernet, generator: torch.Generator) -> Decisions:
-    return {i: blk.gate.sample_decisions(generator).cpu() for i, blk in enumerate(net.blocks)}
+def sampled_decisions(
+    net: Supernet, generator: torch.Generator, rate: float | None = None
+) -> Decisions:
+    """Draw from the gates' distributions, or with every variable on at ``rate``."""
+    return {i: blk.gate.sample_decisions(generator, rate).cpu() for i, blk in enumerate(net.blocks)}
 
 
 def task_edges(net: Supernet, decisions: Decisions) -> dict[str, set[tuple[str, str]]]:
@@ -228,6 +231,58 @@ def derive(net: Supernet, decisions: Decisions | None = None) -> nx.DiGraph:
     g.graph["dead_paths"] = list(derived.dead)
     validate(g)
     return g
+
+
+def random_architecture(
+    net: Supernet,
+    target_open: float,
+    generator: torch.Generator,
+    tolerance: float = 0.02,
+    attempts: int = 200,
+) -> Decisions:
+    """A uniformly random architecture of the supernet at a given open fraction.
+
+    The random-architecture control of NAS (docs/search.md, "Controls"): every learned gate
+    variable is on with one rate, and a task left without a path gets one random path
+    (a walk from its head to the input, uniform over predecessors). The rate is recalibrated
+    after each draw because reachability pruning closes part of what was drawn open; the
+    first draw within ``tolerance`` of ``target_open`` is returned, else the closest one.
+    """
+    rate = target_open
+    best: tuple[float, Decisions] | None = None
+    for _ in range(attempts):
+        decisions = sampled_decisions(net, generator, rate)
+        _open_random_paths(net, decisions, derive_edges(net, decisions).dead, generator)
+        fraction = open_fraction(net, derive_edges(net, decisions))
+        gap = abs(fraction - target_open)
+        if best is None or gap < best[0]:
+            best = (gap, decisions)
+        if gap <= tolerance:
+            break
+        rate = min(1.0, max(1e-3, rate * (target_open / max(fraction, 1e-3)) ** 0.5))
+    assert best is not None
+    return best[1]
+
+
+def _open_random_paths(
+    net: Supernet, decisions: Decisions, tasks: tuple[str, ...], generator: torch.Generator
+) -> None:
+    """Turn on, for each of ``tasks``, the edges of one random input → head path."""
+    where = {
+        (u, v): (i, j, c)
+        for i, blk in enumerate(net.blocks)
+        for j, u in enumerate(blk.src)
+        for c, v in enumerate(blk.dst)
+    }
+    for task in tasks:
+        node = head_id(task)
+        while node != INPUT:
+            preds = list(net.graph.predecessors(node))
+            u = preds[int(torch.randint(len(preds), (1,), generator=generator))]
+            i, j, c = where[(u, node)]
+            dec = decisions[i]
+            dec[net.tasks.index(task) if dec.shape[0] > 1 else 0, j, c] = True
+            node = u
 
 
 @dataclass(frozen=True)

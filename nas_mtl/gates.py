@@ -103,11 +103,14 @@ class Gate(nn.Module):
             )
         return None
 
-    def sample_decisions(self, generator: torch.Generator | None = None) -> Tensor:
+    def sample_decisions(
+        self, generator: torch.Generator | None = None, rate: float | None = None
+    ) -> Tensor:
         """One architecture drawn from the gate distribution, bool (T or 1, J, C).
 
         Deterministic gates return their decisions; learned gates override this and draw one
-        Bernoulli per *variable*, so tied edges stay tied.
+        Bernoulli per *variable*, so tied edges stay tied. ``rate`` replaces the learned
+        probabilities by one constant: the uniform draws of the random-architecture control.
         """
         return self.decisions()
 
@@ -304,8 +307,11 @@ class HardConcreteGate(Gate):
     def open_probability(self) -> Tensor:
         return self._edge(self.expected_open())
 
-    def sample_decisions(self, generator: torch.Generator | None = None) -> Tensor:
+    def sample_decisions(
+        self, generator: torch.Generator | None = None, rate: float | None = None
+    ) -> Tensor:
         p = self.expected_open().detach().cpu()
+        p = p if rate is None else torch.full_like(p, rate)
         on = (torch.rand(p.shape, generator=generator) < p).float().to(self.mask.device)
         return self._edge(on) > 0
 
@@ -387,8 +393,11 @@ class GumbelGate(Gate):
     def open_probability(self) -> Tensor:
         return self.probability_on()[:, self.index] * self.mask
 
-    def sample_decisions(self, generator: torch.Generator | None = None) -> Tensor:
+    def sample_decisions(
+        self, generator: torch.Generator | None = None, rate: float | None = None
+    ) -> Tensor:
         p = self.probability_on().detach().cpu()
+        p = p if rate is None else torch.full_like(p, rate)
         on = (torch.rand(p.shape, generator=generator) < p).to(self.mask.device)
         return on[:, self.index] & self.mask.bool()
 

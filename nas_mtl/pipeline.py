@@ -1,24 +1,12 @@
-"""The main job: for every data variant, seed and search space, search → derive → retrain.
+"""The main job: for every sweep point, seed and search space, search → derive → retrain.
 
-Each stage is a plain function (:func:`run_search`, :func:`run_derive`, :func:`run_retrain`)
-that reads and writes one run directory, so the CLI, Optuna tuning and crash recovery call
-the same code. Layout of ``OUT``::
-
-    study.toml                       copy of the study file
-    report.json, report.md           every result, and the comparison tables
-    <variant>/<space>/seed_<s>/
-        context.json                 what this run is (study, variant, space, seed)
-        supernet.json                the searched routing graph
-        search_log.jsonl             per-epoch losses and gate statistics
-        architecture.json            the derived architecture (+ provenance)
-        retrain_log.jsonl
-        checkpoints/                 search_epoch_NNN.pt, search_best.pt, retrain_best.pt
-        result.json                  this run's entry of report.json
+Each stage is a plain function (:func:`run_search`, :func:`run_derive`, ``retrain``) that
+reads and writes one run directory (layout in :mod:`nas_mtl.rundir`), so the CLI, tuning and
+crash recovery call the same code.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -32,83 +20,23 @@ import networkx as nx
 import torch
 
 import nas_mtl
+from nas_mtl.controls import run_random_control
 from nas_mtl.cost import graph_costs
-from nas_mtl.data import MultiTaskData, TableTask, load_dataset, load_per_task_table, load_table
+from nas_mtl.data import MultiTaskData
 from nas_mtl.derive import choose_architecture, derive, load_architecture, save_architecture
-from nas_mtl.errors import ConfigError, NasMtlError
-from nas_mtl.graph import load_graph, save_graph, write_bytes_atomic, write_json_atomic
-from nas_mtl.metrics import delta_m
+from nas_mtl.errors import ConfigError
+from nas_mtl.graph import load_graph, save_graph, write_json_atomic
 from nas_mtl.report import write_report
+from nas_mtl.results import add_delta_m, graph_shape, result_summary
 from nas_mtl.retrain import retrain
+from nas_mtl.rundir import open_run_dir, prepare_out, study_of_run, variant_label
 from nas_mtl.search import search
-from nas_mtl.spaces import build_space
-from nas_mtl.study import Study, load_study, parse_study
+from nas_mtl.study import Study, load_study
+from nas_mtl.study_data import load_data, space_graph
 from nas_mtl.supernet import Supernet, learned_gates
 from nas_mtl.training import resolve_device
 
 log = logging.getLogger(__name__)
-
-BASELINE = "no_sharing"
-
-
-def load_data(
-    study: Study, variant: Mapping[str, Any], seed: int, data_dir: str | Path | None = None
-) -> MultiTaskData:
-    """The study's data for one sweep variant; a user file is resolved next to the study.
-
-    A sweep varies a built-in data set's ``params``, or a user file's [data] fields.
-    """
-    d = study.data
-    if d.name is not None:
-        return load_dataset(d.name, data_dir=data_dir, seed=seed, **{**d.params, **variant})
-    d = replace(d, **{k: tuple(v) if isinstance(v, list) else v for k, v in variant.items()})
-    path = Path(d.file)
-    if not path.is_absolute() and study.path is not None and not path.exists():
-        path = Path(study.path).parent / path
-    if d.task_column is not None:
-        return load_per_task_table(
-            path,
-            task_column=d.task_column,
-            label_column=d.label_column,
-            task_type=d.task_type,
-            n_classes=d.n_classes,
-            weights=d.weights,
-            metric=d.metric,
-            features=d.features,
-            categorical=d.categorical,
-            split_column=d.split_column,
-            split_fractions=d.split_fractions,
-            seed=seed,
-        )
-    tasks = [
-        TableTask(
-            name=t.name,
-            column=t.column or t.name,
-            type=t.type,
-            n_classes=t.n_classes,
-            weight=t.weight,
-            metric=t.metric,
-        )
-        for t in d.tasks
-    ]
-    return load_table(
-        path,
-        tasks=tasks,
-        features=d.features,
-        categorical=d.categorical,
-        split_column=d.split_column,
-        split_fractions=d.split_fractions,
-        seed=seed,
-    )
-
-
-def variant_label(variant: Mapping[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in variant.items()) or "default"
-
-
-def space_graph(study: Study, space: str, data: MultiTaskData) -> nx.DiGraph:
-    out_dims = {t.name: t.out_dim for t in data.tasks}
-    return build_space(space, data.input_shape, out_dims, **study.space_params.get(space, {}))
 
 
 def run_search(
@@ -166,40 +94,6 @@ def load_searched(run_dir: Path) -> Supernet:
     return net
 
 
-STUDY_COPY = "study.toml"
-STUDY_JSON = "study.json"  # a study built in Python has no file: its fields are saved instead
-
-
-def prepare_out(study: Study, out: Path) -> None:
-    """Create OUT with a copy of the study; refuse an OUT holding another study's results."""
-    out.mkdir(parents=True, exist_ok=True)
-    previous = out / STUDY_COPY
-    if previous.exists() and any(out.glob("*/*/seed_*/result.json")):
-        sha = hashlib.sha256(previous.read_bytes()).hexdigest()
-        if sha != study.sha256:
-            raise ConfigError(
-                f"{out} holds finished results of a different version of the study; "
-                f"choose another --out (or move that folder away)"
-            )
-    if study.path is not None:
-        write_bytes_atomic(out / STUDY_COPY, Path(study.path).read_bytes())
-    else:
-        fields = {k: v for k, v in asdict(study).items() if k not in ("path", "sha256")}
-        write_json_atomic(out / STUDY_JSON, fields)
-
-
-def open_run_dir(out: Path, variant: Mapping[str, Any], space: str, seed: int) -> Path:
-    """``OUT/<variant>/<space>/seed_<s>`` with its context.json (what the run is)."""
-    run_dir = out / variant_label(variant) / space / f"seed_{seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    study_file = STUDY_COPY if (out / STUDY_COPY).exists() else STUDY_JSON
-    write_json_atomic(
-        run_dir / "context.json",
-        {"study": f"../../../{study_file}", "variant": dict(variant), "space": space, "seed": seed},
-    )
-    return run_dir
-
-
 def run_one(
     study: Study,
     variant: Mapping[str, Any],
@@ -235,87 +129,18 @@ def run_one(
     net, search_info = run_search(study, space, data, seed, run_dir, progress)
     arch = run_derive(net, study, data, seed, run_dir, provenance)
     result = retrain(arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress)
-    arch_cost = graph_costs(arch)
-    sb = (
-        graph_costs(space_graph(study, "shared_bottom", data))
-        if space != "shared_bottom"
-        else arch_cost
-    )
-    super_cost = graph_costs(net.graph)
-    tasks = {
-        t.name: {
-            "metric": t.primary_metric,
-            "higher_is_better": t.higher_is_better,
-            "val": result.val.metrics[t.name][t.primary_metric],
-            "test": result.test.metrics[t.name][t.primary_metric],
-            "test_metrics": result.test.metrics[t.name],
-        }
-        for t in data.tasks
-    }
     entry = {
         "space": space,
         "seed": seed,
         "variant": dict(variant),
-        "tasks": tasks,
-        "mean_test": sum(v["test"] for v in tasks.values()) / len(tasks),
-        "delta_m": None,
-        "params": {t: c["params"] for t, c in arch_cost["per_task"].items()},
-        "macs": {t: c["macs"] for t, c in arch_cost["per_task"].items()},
-        "total_params": arch_cost["total"]["params"],
-        "total_macs": arch_cost["total"]["macs"],
-        "supernet": super_cost,
-        "shared_bottom": sb,
+        **result_summary(study, data, arch, result),
+        "supernet": {**graph_costs(net.graph), **graph_shape(net.graph)},
         "study_sha256": study.sha256,
-        "architecture": architecture_summary(arch),
         "search": search_info,
-        "retrain": {
-            "epochs": len(result.fit.history),
-            "best_epoch": result.fit.best_epoch,
-            "device": result.fit.device,
-            "wall_s": result.fit.wall_s,
-        },
         "wall_s": time.perf_counter() - start,
     }
     write_json_atomic(run_dir / "result.json", entry)
     return entry
-
-
-def architecture_summary(arch: nx.DiGraph) -> dict[str, Any]:
-    """How much of the supernet survived: components and edges, per task and in all."""
-    comps = [n for n, r in arch.nodes(data="role") if r == "component"]
-    return {
-        "open_fraction": arch.graph.get("open_fraction"),  # the figure every printout shows
-        "components": len(comps),
-        "edges": arch.number_of_edges(),
-        "components_per_task": {
-            t: sum(t in arch.nodes[n].get("tasks", arch.graph["tasks"]) for n in comps)
-            for t in arch.graph["tasks"]
-        },
-    }
-
-
-def add_delta_m(results: list[dict[str, Any]]) -> None:
-    """Δm of each entry against the no-sharing entry of the same variant and seed."""
-    base = {
-        (json.dumps(r["variant"], sort_keys=True), r["seed"]): r
-        for r in results
-        if r["space"] == BASELINE
-    }
-    for r in results:
-        b = base.get((json.dumps(r["variant"], sort_keys=True), r["seed"]))
-        if b is None:
-            continue
-        tasks = r["tasks"]
-        try:
-            r["delta_m"] = delta_m(
-                {t: v["test"] for t, v in tasks.items()},
-                {t: b["tasks"][t]["test"] for t in tasks},
-                {t: v["higher_is_better"] for t, v in tasks.items()},
-            )
-        except NasMtlError as e:  # e.g. a baseline metric of 0: Δm is undefined, not fatal
-            r["delta_m"] = None
-            r["delta_m_note"] = str(e)
-            log.warning("%s seed %s: no delta_m: %s", r["space"], r["seed"], e)
 
 
 def run_study(
@@ -342,14 +167,19 @@ def run_study(
     prepare_out(study, out)
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
-    for variant in study.data_variants():
+    for variant in study.variants():
         for seed in seeds:
             data = load_data(study, variant, seed, data_dir)
             for space in study.spaces:
-                entry = run_one(study, variant, space, seed, data, out, progress)
-                results.append(entry)
-                if on_result is not None:
-                    on_result(entry)
+                vstudy = study.for_variant(variant)
+                entry = run_one(vstudy, variant, space, seed, data, out, progress)
+                entries = [entry]
+                if vstudy.controls.random and entry["search"].get("searched"):
+                    entries.append(run_random_control(vstudy, variant, entry, data, out, progress))
+                for e in entries:
+                    results.append(e)
+                    if on_result is not None:
+                        on_result(e)
     add_delta_m(results)
     report = {
         "study": study.name,
@@ -363,21 +193,6 @@ def run_study(
     }
     write_report(out, report)
     return report
-
-
-def study_of_run(run_dir: Path) -> tuple[Study, dict[str, Any]]:
-    """The study and context of a ``<variant>/<space>/seed_<s>`` run directory."""
-    ctx_path = run_dir / "context.json"
-    if not ctx_path.exists():
-        raise ConfigError(
-            f"{run_dir} is not a run directory (no context.json); give "
-            f"OUT/<variant>/<space>/seed_<s>"
-        )
-    ctx = json.loads(ctx_path.read_text())
-    path = run_dir / ctx["study"]
-    if path.suffix == ".json":
-        return parse_study(json.loads(path.read_text()), str(path)), ctx
-    return load_study(path), ctx
 
 
 def retrain_run(

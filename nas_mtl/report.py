@@ -1,7 +1,10 @@
 """report.json and report.md: every result, and per-variant comparison tables.
 
 Tables show mean ± std over seeds for each space; the best value of each column is bold
-(higher or lower per metric; fewer parameters and multiply-adds are better).
+(higher or lower per metric; fewer parameters and multiply-adds are better). Fixed spaces
+with the depth of a searched space's supernet are marked as depth-matched controls, and
+each searched space is compared seed by seed with the best control (docs/search.md,
+"Controls"), because a mean over three seeds hides whether the search wins reliably.
 """
 
 from __future__ import annotations
@@ -70,8 +73,14 @@ def comparison_tables(report: dict[str, Any]) -> str:
             cand = [s for s in spaces if key in means[s]]
             if cand:
                 best[key] = (max if hi else min)(cand, key=lambda s: means[s][key])
-        head = "| space | " + " | ".join(c for c, _, _ in cols) + " |"
-        sep = "|---" * (len(cols) + 1) + "|"
+        searched_depths = {
+            r["supernet"]["depth"]
+            for r in rows
+            if r.get("search", {}).get("searched") and "depth" in r.get("supernet", {})
+        }
+        shape = {s: _shape(next(r for r in rows if r["space"] == s)) for s in spaces}
+        head = "| space | " + " | ".join(c for c, _, _ in cols) + " | depth × width |"
+        sep = "|---" * (len(cols) + 2) + "|"
         lines = [f"### {report['study']}: {label}", "", head, sep]
         for space in spaces:
             cells = []
@@ -87,16 +96,65 @@ def comparison_tables(report: dict[str, Any]) -> str:
                     )
                 )
                 cells.append(f"**{text}**" if best.get(key) == space and vals else text)
-            lines.append(f"| {space} | " + " | ".join(cells) + " |")
+            first = next(r for r in rows if r["space"] == space)
+            fixed = _is_control(first) and "control" not in first  # not a random control
+            matched = fixed and shape[space][0] in searched_depths
+            name = f"{space} †" if matched else space
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {shape[space][1]} |")
         n_seeds = len({r["seed"] for r in rows})
         lines += [
             "",
             f"Test metrics, mean ± std over {n_seeds} seed(s); best per column in "
             f"bold; Δm vs no_sharing (higher is better); params and MACs of the "
-            f"retrained model, per example, all tasks.",
+            f"retrained model, per example, all tasks."
+            + (" †: a fixed space at a searched space's depth." if searched_depths else ""),
         ]
+        if "mean_test" in best:
+            lines += paired_comparison(rows, higher=next(iter(higher.values())))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def _shape(entry: dict[str, Any]) -> tuple[int | None, str]:
+    """(depth, "depth × widths") of a row: the supernet's for a searched space."""
+    src = entry.get("supernet") if entry.get("search", {}).get("searched") else None
+    src = src if src and "depth" in src else entry.get("architecture", {})
+    if "depth" not in src:
+        return None, "–"
+    return src["depth"], f"{src['depth']} × {'/'.join(map(str, src['widths']))}"
+
+
+def _is_control(entry: dict[str, Any]) -> bool:
+    return not entry.get("search", {}).get("searched")
+
+
+def paired_comparison(rows: list[dict[str, Any]], higher: bool) -> list[str]:
+    """Per-seed differences of each searched space's mean test metric against the best control.
+
+    The best control is the non-searched row (fixed space or random control) with the best
+    mean over seeds; a difference is searched − control, and the sign count says on how many
+    seeds the search won.
+    """
+    by_space: dict[str, dict[int, float]] = {}
+    for r in rows:
+        by_space.setdefault(r["space"], {})[r["seed"]] = float(r["mean_test"])
+    searched = [s for s in by_space if not _is_control(next(r for r in rows if r["space"] == s))]
+    controls = [s for s in by_space if s not in searched]
+    if not searched or not controls:
+        return []
+    pick = max if higher else min
+    best = pick(controls, key=lambda s: statistics.fmean(by_space[s].values()))
+    lines = [""]
+    for space in searched:
+        seeds = sorted(set(by_space[space]) & set(by_space[best]))
+        diffs = [by_space[space][k] - by_space[best][k] for k in seeds]
+        wins = sum((d > 0) if higher else (d < 0) for d in diffs)
+        lines.append(
+            f"Paired, {space} − {best} (best control), mean test per seed: "
+            + ", ".join(f"{d:+.4f}" for d in diffs)
+            + f"; {space} better on {wins} of {len(diffs)} seed(s)."
+        )
+    return lines
 
 
 def write_report(out: str | Path, report: dict[str, Any]) -> None:

@@ -115,6 +115,19 @@ class DeriveConfig:
 
 
 @dataclass(frozen=True)
+class ControlsConfig:
+    """Extra rows that isolate what the search contributes (docs/search.md, "Controls")."""
+
+    # K architectures drawn uniformly at each searched space's open fraction, retrained the
+    # same way: a search that does not beat them has not found structure (standard NAS check)
+    random: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.random, int) and self.random < 0:
+            raise ConfigError(f"[controls] random must be >= 0, got {self.random}")
+
+
+@dataclass(frozen=True)
 class RetrainConfig:
     """Train the derived, pruned architecture from scratch."""
 
@@ -138,17 +151,89 @@ class Study:
     search: SearchConfig = field(default_factory=SearchConfig)
     derive: DeriveConfig = field(default_factory=DeriveConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    controls: ControlsConfig = field(default_factory=ControlsConfig)
     description: str = ""
+    # any field by its dotted path: "search.target_open", "space_params.snr_trans.width",
+    # "retrain.lr", "data.params.rho"; one run per point of the grid
+    sweep: Mapping[str, list] = field(default_factory=dict)
     path: str | None = None
     sha256: str | None = None
 
-    def data_variants(self) -> list[dict[str, Any]]:
-        """The grid of ``data.sweep`` values; one empty dict when nothing is swept."""
-        keys = list(self.data.sweep)
+    def variants(self) -> list[dict[str, Any]]:
+        """The grid of ``[data].sweep`` and ``[sweep]`` values; ``[{}]`` when nothing is swept.
+
+        ``[data].sweep`` keys are data parameters (plain names); ``[sweep]`` keys are dotted
+        paths. A variant names a run directory and is turned into a study by
+        :meth:`for_variant`.
+        """
+        grid = {**self.data.sweep, **self.sweep}
+        keys = list(grid)
         return [
             dict(zip(keys, vals, strict=True))
-            for vals in itertools.product(*(self.data.sweep[k] for k in keys))
+            for vals in itertools.product(*(grid[k] for k in keys))
         ]
+
+    def for_variant(self, variant: Mapping[str, Any]) -> Study:
+        """This study with one sweep point's values put in place (validated like the file)."""
+        study = self
+        for key, value in variant.items():
+            study = _with_value(study, key, value)
+        return study
+
+
+_SECTIONS = {"search", "derive", "retrain", "controls"}
+
+
+def _with_value(study: Study, key: str, value: Any, where: str = "study") -> Study:
+    """``study`` with the field at ``key`` set; a plain key is a data parameter/field."""
+    where = f"{where} [sweep] '{key}' = {value!r}"
+    section, _, rest = key.partition(".")
+    if not rest:  # a [data].sweep key
+        d = study.data
+        if d.name is not None:
+            params = {**d.params, key: value}
+            return dataclasses.replace(study, data=dataclasses.replace(d, params=params))
+        return dataclasses.replace(study, data=_replaced(d, {key: value}, where))
+    if section in _SECTIONS:
+        return dataclasses.replace(
+            study, **{section: _replaced(getattr(study, section), {rest: value}, where)}
+        )
+    if section == "space_params":
+        space, _, param = rest.partition(".")
+        if space not in study.spaces or not param:
+            raise ConfigError(
+                f"{where}: write 'space_params.<space>.<parameter>' with a space of "
+                f"{list(study.spaces)}"
+            )
+        params = {**study.space_params, space: {**study.space_params.get(space, {}), param: value}}
+        return dataclasses.replace(study, space_params=params)
+    if section == "data":
+        d = study.data
+        if rest.startswith("params.") and d.name is not None:
+            params = {**d.params, rest.removeprefix("params."): value}
+            return dataclasses.replace(study, data=dataclasses.replace(d, params=params))
+        return dataclasses.replace(study, data=_replaced(d, {rest: value}, where))
+    raise ConfigError(
+        f"{where}: the first part must be one of {', '.join(sorted(_SECTIONS))}, space_params, data"
+    )
+
+
+def _replaced(config: Any, changes: Mapping[str, Any], where: str) -> Any:
+    """A config dataclass with ``changes`` checked and coerced as in the study file."""
+    names = {f.name for f in dataclasses.fields(config)} - {"params", "sweep"}
+    hints = get_type_hints(type(config))
+    coerced = {}
+    for key, value in changes.items():
+        if key not in names:
+            raise ConfigError(
+                f"{where}: '{key}' is not a field{did_you_mean(key, names)}; "
+                f"allowed: {', '.join(sorted(names))}"
+            )
+        coerced[key] = _coerce(hints[key], value, where)
+    try:
+        return dataclasses.replace(config, **coerced)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 _NESTED = {
@@ -156,6 +241,7 @@ _NESTED = {
     "search": SearchConfig,
     "derive": DeriveConfig,
     "retrain": RetrainConfig,
+    "controls": ControlsConfig,
 }
 _USER_KEYS = {f.name for f in dataclasses.fields(Study)} - {"path", "sha256"}
 
@@ -212,6 +298,8 @@ def parse_study(raw: Mapping[str, Any], where: str = "study") -> Study:
     for key, value in raw.items():
         if key in _NESTED:
             kwargs[key] = _build(_NESTED[key], value, f"{where} [{key}]")
+        elif key == "sweep" and not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: [sweep] must be a table of dotted paths to lists")
         elif key in ("spaces", "seeds"):
             if not isinstance(value, list) or not value:
                 raise ConfigError(f"{where}: '{key}' must be a non-empty list, got {value!r}")
@@ -235,6 +323,16 @@ def parse_study(raw: Mapping[str, Any], where: str = "study") -> Study:
     for key, values in data.sweep.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where} [data].sweep.{key} must be a non-empty list of values")
+    for key, values in study.sweep.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where} [sweep].'{key}' must be a non-empty list of values")
+        if "." not in key:
+            raise ConfigError(
+                f"{where} [sweep]: '{key}' is not a dotted path; write e.g. "
+                f"'search.target_open' or 'space_params.snr_trans.width'"
+            )
+        for value in values:  # a bad path or value fails now, not after the first variant
+            _with_value(study, key, value, where)
     for space in study.spaces:  # an unknown space fails now, not after hours of training
         space_path(space)
     unknown = set(study.space_params) - set(study.spaces)

@@ -259,3 +259,51 @@ def test_per_task_file_and_sweep_end_to_end(tmp_path):
     for r in report["results"]:
         assert set(r["tasks"]) == {"north", "south"}
         assert r["tasks"]["south"]["metric"] == "accuracy"
+
+
+def test_describe_previews_sizes_and_gates_without_training(tmp_path, capsys):
+    study = _study(tmp_path, spaces=("no_sharing", "snr_trans"))
+    assert main(["describe", str(study)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(rows) == {"no_sharing", "snr_trans"}
+    assert rows["no_sharing"][6:] == ["0", "–", "(nothing", "to", "search)"]
+    # snr_trans: 2 layers of 3 sub-networks of width 4; 3x3 gated edges into layer 2 plus
+    # 3 per head, one log α each; a shared gate decides each edge once
+    assert rows["snr_trans"][3:6] == ["6", "2", "4"] and rows["snr_trans"][6:] == ["18", "18"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_over_a_search_field_end_to_end(tmp_path):
+    study = _study(tmp_path, spaces=("snr_trans",))
+    study.write_text(study.read_text() + '\n[sweep]\n"search.epochs" = [1, 2]\n')
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    epochs = {r["variant"]["search.epochs"]: r["search"]["epochs"] for r in report["results"]}
+    assert epochs == {1: 1, 2: 2}
+    assert (out / "search.epochs=1" / "snr_trans" / "seed_0" / "architecture.json").exists()
+    run_dir = out / "search.epochs=1" / "snr_trans" / "seed_0"
+    assert main(["derive", str(run_dir)]) == 0  # the run's own sweep values are used again
+
+
+def test_random_control_rows_match_the_searched_open_fraction(tmp_path):
+    study = _study(tmp_path, spaces=("no_sharing", "snr_trans"))
+    study.write_text(study.read_text() + "\n[controls]\nrandom = 2\n")
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["space"]: r for r in report["results"]}
+    assert list(rows) == ["no_sharing", "snr_trans", "snr_trans-random"]
+    control = rows["snr_trans-random"]
+    searched = rows["snr_trans"]["architecture"]["open_fraction"]
+    assert control["control"] == {"of": "snr_trans", "samples": 2, "target_open": searched}
+    # a 2-task graph has few pairs: each draw lands on the nearest reachable fraction
+    assert all(abs(f - searched) <= 0.25 for f in control["architecture"]["per_sample"])
+    runs = out / "default" / "snr_trans-random" / "seed_0"
+    tests = [json.loads((runs / f"sample_{k}" / "architecture.json").read_text()) for k in range(2)]
+    assert all(a["provenance"]["sample"] == k for k, a in enumerate(tests))
+    assert control["mean_test"] == pytest.approx(sum(control["samples_mean_test"]) / 2)
+    text = (out / "report.md").read_text()
+    assert "| snr_trans-random |" in text and "| no_sharing |" in text  # depth 1, not 2
+    assert "Paired, snr_trans − " in text

@@ -58,6 +58,19 @@ def test_targets_follow_the_formula() -> None:
     np.testing.assert_allclose(data.train.y.numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_per_task_inputs_give_each_task_its_own_rows_with_the_same_formula() -> None:
+    params = {"input_dim": 10, "groups": [2, 1], "rho": 0.8, "m": 3, "noise": 0.0}
+    data = load_dataset("synthetic", seed=4, inputs="per_task", **SMALL, **params)
+    assert data.regime == "per_task" and data.train.sizes() == (SMALL["n_train"],) * 3
+    assert not torch.equal(data.train.x[0], data.train.x[1])  # distinct inputs per task
+    w = synthetic_task_weights(10, [2, 1], 0.8, seed=4)
+    alpha, beta = synthetic_sinusoids(3, "normal", 4)
+    for t in range(3):
+        z = data.test.x[t].double().numpy() @ w[t]
+        expected = z + sum(np.sin(a * z + b) for a, b in zip(alpha, beta, strict=True))
+        np.testing.assert_allclose(data.test.y[t].numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_noise_has_the_requested_scale() -> None:
     a = load_dataset("synthetic", seed=0, noise=0.0, n_train=4000, n_val=1, n_test=1, groups=[1])
     b = load_dataset("synthetic", seed=0, noise=0.5, n_train=4000, n_val=1, n_test=1, groups=[1])

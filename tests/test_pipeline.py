@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from nas_mtl.pipeline import add_delta_m, run_study
-from nas_mtl.report import comparison_tables
+from nas_mtl.pipeline import run_study
+from nas_mtl.report import comparison_tables, paired_comparison
+from nas_mtl.results import add_delta_m
 from nas_mtl.study import parse_study
 
 
@@ -111,3 +112,29 @@ def test_python_built_study_can_be_resumed_by_the_cli(tmp_path, capsys):
     assert json.loads((run / "context.json").read_text())["study"] == "../../../study.json"
     assert main(["retrain", str(run)]) == 0
     assert "g0_t0: mse" in capsys.readouterr().out
+
+
+def test_paired_comparison_against_the_best_control():
+    rows = []
+    for seed, (ns, grp, snr) in enumerate(
+        [(0.30, 0.20, 0.18), (0.40, 0.25, 0.27), (0.2, 0.1, 0.05)]
+    ):
+        for space, value, searched in (
+            ("no_sharing", ns, False),
+            ("grouped", grp, False),
+            ("snr_trans", snr, True),
+        ):
+            e = _entry(space, seed, value, value)
+            e["mean_test"] = value
+            e["search"] = {"searched": searched}
+            e["supernet"] = {"depth": 2, "widths": [32]}
+            e["architecture"] = {"depth": 2 if space != "no_sharing" else 1, "widths": [32]}
+            rows.append(e)
+    lines = paired_comparison(rows, higher=False)
+    assert lines[1] == (
+        "Paired, snr_trans − grouped (best control), mean test per seed: "
+        "-0.0200, +0.0200, -0.0500; snr_trans better on 2 of 3 seed(s)."
+    )
+    text = comparison_tables({"study": "s", "results": rows})
+    assert "| grouped † |" in text and "| no_sharing |" in text  # only depth 2 is matched
+    assert "| 2 × 32 |" in text and "| 1 × 32 |" in text

@@ -45,6 +45,16 @@ def test_sizes_are_parameters():
     assert len(components(g)) == 3 and all(g.in_degree(head_id(t)) == 1 for t in TASKS)
 
 
+@pytest.mark.parametrize("space", ["mmoe", "omoe"])
+def test_expert_depth_matches_other_spaces(space):
+    """`layers` makes each expert a chain, so a mixture can be compared at equal depth."""
+    g = build_space(space, (20,), TASKS, layers=3, experts=2, expert_width=8)
+    comps = components(g)
+    assert len(comps) == 6 and {g.nodes[n]["layer"] for n in comps} == {1, 2, 3}
+    assert sorted(g.successors("L1.0")) == ["L2.0"] and sorted(g.successors("L2.1")) == ["L3.1"]
+    assert sorted(u for u, _ in g.in_edges(head_id("a"))) == ["L3.0", "L3.1"]
+
+
 def test_gumbel_edges_are_tied_per_source():
     g = build_space("gumbel_matrix", (20,), TASKS, layers=1, components=4)
     gates = [g.edges[u, v]["gate"] for u, v in g.in_edges(head_id("a"))]

@@ -24,9 +24,29 @@ def test_shipped_study_parses(path):
     assert study.name == path.stem and study.spaces and len(study.sha256) == 64
 
 
+def test_sweep_any_field_is_a_grid_of_studies():
+    study = parse_study(
+        {
+            **BASE,
+            "data": {"name": "synthetic", "sweep": {"rho": [0.5, 0.9]}},
+            "sweep": {"search.target_open": [0.3, False], "space_params.mmoe.experts": [4]},
+        }
+    )
+    variants = study.variants()
+    assert len(variants) == 4 and variants[1] == {
+        "rho": 0.5,
+        "search.target_open": False,
+        "space_params.mmoe.experts": 4,
+    }
+    one = study.for_variant(variants[1])
+    assert one.data.params == {"rho": 0.5} and one.search.target_open is None
+    assert one.space_params == {"mmoe": {"experts": 4}} and study.space_params == {}
+    assert study.for_variant(variants[2]).search.target_open == 0.3
+
+
 def test_mmoe_synthetic_sweeps_rho():
     study = load_study(next(p for p in STUDIES if p.stem == "mmoe_synthetic"))
-    assert [v["rho"] for v in study.data_variants()] == [0.5, 0.9, 1.0]
+    assert [v["rho"] for v in study.variants()] == [0.5, 0.9, 1.0]
     assert {"shared_bottom", "mmoe", "snr_trans", "snr_aver"} <= set(study.spaces)
 
 
@@ -60,6 +80,16 @@ def test_mmoe_synthetic_sweeps_rho():
             {**BASE, "data": {"file": "x.csv", "tasks": [{"name": "a", "colum": "y"}]}},
             "unknown key 'colum' (did you mean 'column'?)",
         ),
+        ({**BASE, "sweep": {"search.lr_weight": [1e-3]}}, "(did you mean 'lr_weights'?)"),
+        ({**BASE, "sweep": {"search.epochs": [2, "x"]}}, "'search.epochs' = 'x'"),
+        ({**BASE, "sweep": {"search.target_open": [2.0]}}, "target_open must be in (0, 1]"),
+        ({**BASE, "sweep": {"space_params.snr.width": [8]}}, "with a space of ['mmoe']"),
+        (
+            {**BASE, "sweep": {"model.width": [8]}},
+            "first part must be one of controls, derive, retrain, search",
+        ),
+        ({**BASE, "sweep": {"epochs": [8]}}, "'epochs' is not a dotted path"),
+        ({**BASE, "sweep": {"retrain.lr": []}}, "[sweep].'retrain.lr' must be a non-empty list"),
     ],
 )
 def test_bad_studies_name_the_field(raw, message):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas_mtl.data.base import MultiTaskData, SharedSplit
+from nas_mtl.data.base import MultiTaskData, PerTaskSplit, SharedSplit
 from nas_mtl.data.checks import check_choice, check_float, check_int
 from nas_mtl.data.registry import DATASETS
 from nas_mtl.errors import ConfigError
@@ -42,6 +42,7 @@ __all__ = [
 
 SINUSOIDS = ("normal", "index")
 WITHIN_GROUP = ("anchor", "equicorrelated")
+INPUTS = ("shared", "per_task")
 
 # Independent random streams: changing a size never changes the task weights or other splits.
 _STREAM_WEIGHTS, _STREAM_SINUSOIDS, _STREAM_SPLITS = 0, 1, 2
@@ -122,6 +123,10 @@ def synthetic_sinusoids(m: int, sinusoids: str, seed: int = 0) -> tuple[np.ndarr
     return rng.standard_normal(m), rng.standard_normal(m)
 
 
+def _f32(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a.astype(np.float32))
+
+
 def _targets(
     x: np.ndarray, w: np.ndarray, alpha: np.ndarray, beta: np.ndarray, eps: np.ndarray
 ) -> np.ndarray:
@@ -146,6 +151,7 @@ def synthetic(
     sinusoids: str = "normal",
     noise: float = 0.01,
     within_group: str = "anchor",
+    inputs: str = "shared",
 ) -> MultiTaskData:
     """Shared-input regression tasks of SPEC §4; task ``g{group}_t{index}`` (``data_dir`` unused).
 
@@ -160,24 +166,34 @@ def synthetic(
         sinusoids: ``"normal"`` (α, β ~ N(0, 1)) or ``"index"`` (α_i = i, β_i = (i − 1)²).
         noise: standard deviation of ε (SPEC: 0.01).
         within_group: ``"anchor"`` (SPEC) or ``"equicorrelated"``, see the module docstring.
+        inputs: ``"shared"`` (every row labelled for every task, the MMoE setting) or
+            ``"per_task"`` (each task draws its own ``n`` rows): with per-task inputs a group
+            that shares a trunk sees more distinct inputs, so sharing pays as it does when
+            tasks come from different data sets.
     """
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         check_int("synthetic", name, value, minimum=1 if name == "n_train" else 0)
     check_float("synthetic", "noise", noise, low=0.0, high=float("inf"))
     groups = _check_groups(groups)
+    check_choice("synthetic", "inputs", inputs, INPUTS)
     w = synthetic_task_weights(input_dim, groups, rho, c=c, within_group=within_group, seed=seed)
     alpha, beta = synthetic_sinusoids(m, sinusoids, seed)
-    splits = []
+    splits: list[SharedSplit | PerTaskSplit] = []
     for k, n in enumerate((n_train, n_val, n_test)):
         rng = np.random.default_rng([seed, _STREAM_SPLITS, k])
-        x = rng.standard_normal((n, input_dim))
-        eps = noise * rng.standard_normal((n, w.shape[0]))
-        y = _targets(x, w, alpha, beta, eps)
-        splits.append(
-            SharedSplit(
-                torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
-            )
-        )
+        if inputs == "shared":
+            x = rng.standard_normal((n, input_dim))
+            eps = noise * rng.standard_normal((n, w.shape[0]))
+            y = _targets(x, w, alpha, beta, eps)
+            splits.append(SharedSplit(_f32(x), _f32(y)))
+            continue
+        xs, ys = [], []
+        for t in range(w.shape[0]):  # task t's rows: x drawn for it alone
+            x = rng.standard_normal((n, input_dim))
+            eps = noise * rng.standard_normal((n, 1))
+            xs.append(_f32(x))
+            ys.append(_f32(_targets(x, w[t : t + 1], alpha, beta, eps)[:, 0]))
+        splits.append(PerTaskSplit(tuple(xs), tuple(ys)))
     tasks = tuple(
         TaskSpec(f"g{g}_t{j}", "regression") for g, size in enumerate(groups) for j in range(size)
     )
