@@ -51,6 +51,42 @@ def greedy_decisions(net: Supernet) -> Decisions:
     return {i: blk.gate.decisions().cpu() for i, blk in enumerate(net.blocks)}
 
 
+def capped_decisions(net: Supernet, target_open: float | None) -> Decisions:
+    """Greedy decisions, pruned to at most ``target_open`` of the learned pairs.
+
+    When thresholding leaves more open than the target (a search that ran out of steps
+    before its multiplier closed enough gates), the least probable learned edges are closed
+    first: the open-probability threshold is raised, by bisection over the distinct
+    probabilities, to the lowest value whose derived open fraction is within the target
+    (docs/search.md, "Derive"). Nothing is ever opened: the target is a cap.
+    """
+    greedy = greedy_decisions(net)
+    if target_open is None or not learned_gates(net):
+        return greedy
+    if open_fraction(net, derive_edges(net, greedy)) <= target_open:
+        return greedy
+    probs = {
+        i: blk.gate.open_probability().detach().cpu()
+        for i, blk in enumerate(net.blocks)
+        if blk.gate.learned
+    }
+
+    def above(theta: float) -> Decisions:
+        return {i: d & (probs[i] > theta) if i in probs else d for i, d in greedy.items()}
+
+    levels = sorted({float(v) for i, p in probs.items() for v in p[greedy[i]].flatten()})
+    if not levels:  # only fallback paths of dead tasks are open: nothing left to close
+        return greedy
+    lo, hi = 0, len(levels) - 1  # closing all learned edges: the tightest the cap can get
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if open_fraction(net, derive_edges(net, above(levels[mid]))) <= target_open:
+            hi = mid
+        else:
+            lo = mid + 1
+    return above(levels[lo])
+
+
 def sampled_decisions(
     net: Supernet, generator: torch.Generator, rate: float | None = None
 ) -> Decisions:
@@ -330,7 +366,7 @@ def choose_architecture(
     With a target, samples whose open fraction exceeds it by more than ``tolerance`` are not
     eligible (the greedy architecture always is), so a denser draw cannot win by default.
     """
-    greedy = greedy_decisions(net)
+    greedy = capped_decisions(net, target_open)
     if samples <= 0 or not learned_gates(net):
         return greedy, {"method": "greedy"}
     gen = torch.Generator().manual_seed(seed)

@@ -72,7 +72,9 @@ class SearchConfig:
     weight_decay: float = 0.0
     target_open: float | None = 0.4  # keep at most this fraction of gated pairs; false: no cap
     target_tolerance: float = 0.05  # epochs with open fraction <= target + this are selectable
-    dual_lr: float = 0.2  # dual-ascent step of the target multiplier, per training step
+    # growth of the target multiplier over the whole gate phase per unit of excess open
+    # fraction (the step is dual_lr / gate steps, so it is independent of the run length)
+    dual_lr: float = 20.0
     l0_weight: float = 0.0  # λ on the expected L0 of hard-concrete gates (SNR)
     budget_weight: float = 0.0  # λ_b on the Gumbel-Matrix budget term
     penalty_form: str = "normalized"  # "normalized": λ̄ · L0 / N_gates; "sum": the paper's λ · L0

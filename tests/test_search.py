@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from nas_mtl.data import load_dataset
-from nas_mtl.derive import derive, derive_edges, learned_pairs, open_fraction
+from nas_mtl.derive import (
+    capped_decisions,
+    derive,
+    derive_edges,
+    greedy_decisions,
+    learned_pairs,
+    open_fraction,
+)
 from nas_mtl.errors import ConfigError
 from nas_mtl.search import ArchitectureStep, search
 from nas_mtl.spaces import build_space
@@ -66,13 +73,35 @@ def test_expected_open_fraction_matches_the_derived_one_for_decided_gates(data):
 
 def test_target_open_caps_the_derived_architecture(data):
     net = _net(data, subnetworks=4, width=8)
-    cfg = SearchConfig(epochs=8, batch_size=32, target_open=0.3, dual_lr=0.5, warmup=0.0)
+    cfg = SearchConfig(epochs=8, batch_size=32, target_open=0.3, warmup=0.0)
     result = search(net, data, cfg)
     chosen = result.history[result.best_epoch]
-    assert chosen["eligible"] and chosen["open_fraction"] <= 0.35
+    assert chosen["eligible"] and chosen["open_fraction"] <= 0.3
     assert chosen["multiplier"] > 0
-    arch = derive(result.supernet)
+    arch = derive(result.supernet, capped_decisions(result.supernet, 0.3))
     assert arch.graph["open_fraction"] == pytest.approx(chosen["open_fraction"])
+
+
+@pytest.mark.parametrize("target", [0.2, 0.5, 0.8])
+def test_the_cap_closes_the_least_probable_edges_first(data, target):
+    net = _net(data, subnetworks=4, width=4)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # every gate open (greedy keeps all), with distinct probabilities
+        for p in net.arch_parameters():
+            p.copy_(2.0 + 3.0 * torch.rand(p.shape, generator=gen))
+    assert open_fraction(net, derive_edges(net, greedy_decisions(net))) == 1.0
+    capped = capped_decisions(net, target)
+    kept = open_fraction(net, derive_edges(net, capped))
+    assert target - 0.25 < kept <= target
+    for i, blk in enumerate(net.blocks):  # whatever was closed is less probable than all kept
+        if blk.gate.learned and (~capped[i] & blk.gate.mask.bool()).any():
+            p = blk.gate.open_probability().detach()
+            closed = p[~capped[i] & blk.gate.mask.bool()]
+            assert closed.max() <= p[capped[i]].max()
+    assert (
+        capped_decisions(net, 1.0) is not None
+        and open_fraction(net, derive_edges(net, capped_decisions(net, 1.0))) == 1.0
+    )
 
 
 def test_unknown_penalty_name_is_an_error(data, monkeypatch):
