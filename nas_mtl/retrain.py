@@ -20,10 +20,10 @@ from nas_mtl.supernet import Supernet
 from nas_mtl.training import (
     Evaluation,
     FitResult,
-    TrainConfig,
     evaluate,
     resolve_device,
     train,
+    train_config,
 )
 
 RETRAIN_LOG = "retrain_log.jsonl"
@@ -56,17 +56,7 @@ def retrain(
     fit = train(
         model,
         data,
-        TrainConfig(
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            steps_per_epoch=cfg.steps_per_epoch,
-            weight_decay=cfg.weight_decay,
-            patience=cfg.patience,
-            device=cfg.device,
-            amp=cfg.amp,
-            keep_checkpoints=1,
-        ),
+        train_config(cfg, lr=cfg.lr, amp=cfg.amp, keep_checkpoints=1),
         seed=seed,
         stem="retrain",
         checkpoint_dir=run_dir / "checkpoints" if run_dir else None,

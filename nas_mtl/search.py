@@ -47,11 +47,11 @@ from nas_mtl.supernet import Supernet, hold_gates_open, learned_gates
 from nas_mtl.training import (
     EpochVerdict,
     Evaluation,
-    TrainConfig,
     TrainingHooks,
     halves,
     train,
     train_batches,
+    train_config,
 )
 
 log = logging.getLogger(__name__)
@@ -389,16 +389,7 @@ def search(
     fit = train(
         supernet,
         data,
-        TrainConfig(
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr_weights,
-            steps_per_epoch=cfg.steps_per_epoch,
-            weight_decay=cfg.weight_decay,
-            patience=cfg.patience,
-            device=cfg.device,
-            keep_checkpoints=cfg.keep_checkpoints,
-        ),
+        train_config(cfg, lr=cfg.lr_weights, keep_checkpoints=cfg.keep_checkpoints),
         hooks=step,
         seed=seed,
         checkpoint_dir=run_dir / "checkpoints" if run_dir else None,

@@ -243,6 +243,18 @@ class TrainConfig:
     keep_checkpoints: int = 2
 
 
+_SHARED_FIELDS = ("epochs", "batch_size", "steps_per_epoch", "weight_decay", "patience", "device")
+
+
+def train_config(stage: Any, **fields: Any) -> TrainConfig:
+    """The loop's settings from a study stage ([search] or [retrain]) plus ``fields``.
+
+    Both stages name their common settings alike; only the learning rate and checkpointing
+    differ, and the caller gives those.
+    """
+    return TrainConfig(**{f: getattr(stage, f) for f in _SHARED_FIELDS}, **fields)
+
+
 @dataclass(frozen=True)
 class EpochVerdict:
     """How an epoch counts for selection: its objective, whether it may be chosen, log fields."""
