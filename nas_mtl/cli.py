@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not getattr(args, "verbose", False):  # the commands print the search's warnings
+        logging.getLogger("nas_mtl.search").setLevel(logging.ERROR)  # themselves, once
     try:
         return COMMANDS[args.command](args)
     except NasMtlError as e:

@@ -307,3 +307,19 @@ def test_random_control_rows_match_the_searched_open_fraction(tmp_path):
     text = (out / "report.md").read_text()
     assert "| snr_trans-random |" in text and "| no_sharing |" in text  # depth 1, not 2
     assert "Paired, snr_trans − " in text
+
+
+def test_search_warnings_are_printed_once(tmp_path):
+    study = _study(tmp_path, spaces=("snr_trans",))
+    proc = subprocess.run(  # a real process: logging goes to stderr as it does for a user
+        [sys.executable, "-m", "nas_mtl.cli", "run", str(study), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    warned = [line.split("warning: ", 1)[1] for line in lines if "warning: " in line]
+    assert warned  # two epochs leave the gates open: the target was never approached
+    for text in warned:
+        assert (proc.stdout + proc.stderr).count(text) == 1
