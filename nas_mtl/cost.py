@@ -25,11 +25,18 @@ def edge_active_for(data: dict[str, Any], task: str) -> bool:
     return True
 
 
-def graph_costs(g: nx.DiGraph) -> dict[str, Any]:
-    """{"per_task": {task: {"params", "macs"}}, "total": {"params", "macs"}}."""
+Part = str | tuple[str, str] | tuple[str, Any]  # a node, an edge (u, v), or ("gate", group)
+
+
+def part_costs(g: nx.DiGraph) -> dict[Part, tuple[int, int]]:
+    """(params, multiply-adds per example) of every part that costs something.
+
+    Parts are components and heads (by node), linear edge transforms (by edge) and softmax
+    gate networks (``("gate", destination or group)``).
+    """
     shapes = validate(g)
     input_dim = math.prod(g.nodes[INPUT]["shape"])
-    part_cost: dict[Any, tuple[int, int]] = {}  # part -> (params, macs per example)
+    part_cost: dict[Part, tuple[int, int]] = {}
     for n, data in g.nodes(data=True):
         if data["role"] == "component":
             kind = COMPONENTS.get(data["kind"])
@@ -53,6 +60,12 @@ def graph_costs(g: nx.DiGraph) -> dict[str, Any]:
             group = data["gate"].get("group") if data["gate"]["scope"] == "shared" else v
             j = g.in_degree(v)
             part_cost[("gate", group)] = (input_dim * j + j, input_dim * j)
+    return part_cost
+
+
+def graph_costs(g: nx.DiGraph) -> dict[str, Any]:
+    """{"per_task": {task: {"params", "macs"}}, "total": {"params", "macs"}}."""
+    part_cost = part_costs(g)
     per_task: dict[str, dict[str, int]] = {}
     union: set[Any] = set()
     for task in g.graph["tasks"]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,19 +51,20 @@ def greedy_decisions(net: Supernet) -> Decisions:
     return {i: blk.gate.decisions().cpu() for i, blk in enumerate(net.blocks)}
 
 
-def capped_decisions(net: Supernet, target_open: float | None) -> Decisions:
-    """Greedy decisions, pruned to at most ``target_open`` of the learned pairs.
+Within = Callable[["DerivedEdges"], bool]  # does a derived architecture meet the targets?
 
-    When thresholding leaves more open than the target (a search that ran out of steps
-    before its multiplier closed enough gates), the least probable learned edges are closed
+
+def capped_decisions(net: Supernet, within: Within | None) -> Decisions:
+    """Greedy decisions, pruned until the derived architecture is ``within`` the targets.
+
+    When thresholding leaves more than the targets allow (a search that ran out of steps
+    before its multipliers closed enough gates), the least probable learned edges are closed
     first: the open-probability threshold is raised, by bisection over the distinct
-    probabilities, to the lowest value whose derived open fraction is within the target
-    (docs/search.md, "Derive"). Nothing is ever opened: the target is a cap.
+    probabilities, to the lowest value whose derived architecture is within the targets
+    (docs/search.md, "Derive"). Nothing is ever opened: a target is a cap.
     """
     greedy = greedy_decisions(net)
-    if target_open is None or not learned_gates(net):
-        return greedy
-    if open_fraction(net, derive_edges(net, greedy)) <= target_open:
+    if within is None or not learned_gates(net) or within(derive_edges(net, greedy)):
         return greedy
     probs = {
         i: blk.gate.open_probability().detach().cpu()
@@ -80,7 +81,7 @@ def capped_decisions(net: Supernet, target_open: float | None) -> Decisions:
     lo, hi = 0, len(levels) - 1  # closing all learned edges: the tightest the cap can get
     while lo < hi:
         mid = (lo + hi) // 2
-        if open_fraction(net, derive_edges(net, above(levels[mid]))) <= target_open:
+        if within(derive_edges(net, above(levels[mid]))):
             hi = mid
         else:
             lo = mid + 1
@@ -230,6 +231,11 @@ def derive(net: Supernet, decisions: Decisions | None = None) -> nx.DiGraph:
     derived = derive_edges(net, decisions)
     for task in derived.dead:
         log.warning("task '%s' had no open path; kept its most probable path", task)
+    return derived_graph(net, derived)
+
+
+def derived_graph(net: Supernet, derived: DerivedEdges) -> nx.DiGraph:
+    """The routing graph of per-task subgraphs: only their nodes and edges, gates fixed."""
     per_task = derived.per_task
     src_graph = net.graph
     g = nx.DiGraph(**copy.deepcopy(dict(src_graph.graph)))
@@ -358,33 +364,29 @@ def choose_architecture(
     samples: int,
     seed: int,
     device: torch.device,
-    target_open: float | None = None,
-    tolerance: float = 0.05,
+    cap: Within | None = None,
+    eligible: Within | None = None,
 ) -> tuple[Decisions, dict[str, Any]]:
-    """Greedy decisions, or the best of greedy + ``samples`` draws on the derived objective.
+    """Capped greedy decisions, or the best of those + ``samples`` draws on the derived objective.
 
-    With a target, samples whose open fraction exceeds it by more than ``tolerance`` are not
-    eligible (the greedy architecture always is), so a denser draw cannot win by default.
+    Samples that are not ``eligible`` (outside the targets' tolerance) cannot be chosen (the
+    capped greedy architecture always can), so a denser draw cannot win by default.
     """
-    greedy = capped_decisions(net, target_open)
+    greedy = capped_decisions(net, cap)
     if samples <= 0 or not learned_gates(net):
         return greedy, {"method": "greedy"}
     gen = torch.Generator().manual_seed(seed)
     decisions = [greedy] + [sampled_decisions(net, gen) for _ in range(samples)]
     scored = [score_architecture(net, data, d, device) for d in decisions]
-    eligible = [
-        i
-        for i, c in enumerate(scored)
-        if i == 0 or target_open is None or c.open_fraction <= target_open + tolerance
-    ]
-    best = min(eligible, key=lambda i: scored[i].val_objective)
+    allowed = [i for i, c in enumerate(scored) if i == 0 or eligible is None or eligible(c.derived)]
+    best = min(allowed, key=lambda i: scored[i].val_objective)
     return decisions[best], {
         "method": "sampled",
         "samples": samples,
         "chosen": best,
         "val_objective": [c.val_objective for c in scored],
         "open_fraction": [c.open_fraction for c in scored],
-        "eligible": eligible,
+        "eligible": allowed,
     }
 
 

@@ -30,7 +30,7 @@ from nas_mtl.report import write_report
 from nas_mtl.results import add_delta_m, graph_shape, result_summary
 from nas_mtl.retrain import retrain
 from nas_mtl.rundir import open_run_dir, prepare_out, study_of_run, variant_label
-from nas_mtl.search import search
+from nas_mtl.search import search, targets_of
 from nas_mtl.study import Study, load_study
 from nas_mtl.study_data import load_data, space_graph
 from nas_mtl.supernet import Supernet, learned_gates
@@ -70,14 +70,9 @@ def run_derive(
     provenance: Mapping[str, Any],
 ) -> nx.DiGraph:
     device = next(net.parameters()).device
+    targets = targets_of(study.search)
     decisions, how = choose_architecture(
-        net,
-        data,
-        study.derive.samples,
-        seed,
-        device,
-        study.search.target_open,
-        study.search.target_tolerance,
+        net, data, study.derive.samples, seed, device, targets.within(net), targets.near(net)
     )
     arch = derive(net, decisions)
     arch.graph["input_regime"] = data.regime  # per-task inputs: prune unused task streams

@@ -2,7 +2,7 @@
 
 Objective per step (``docs/search.md``)::
 
-    Σ_t w_t L_t  +  Σ_k λ_k · R_k  +  λ_H · H  +  μ · (E[open fraction] − target_open)
+    Σ_t w_t L_t  +  Σ_k λ_k · R_k  +  λ_H · H  +  μ · max(0, E[open fraction] − target_open)
 
 ``R_k`` are the gates' own regularizers (expected L0 of hard-concrete gates, the Gumbel-Matrix
 budget), normalized to a fraction by default so one weight means the same on every graph;
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from nas_mtl.budget import MacsModel, Targets, derived_macs, expected_open_fraction, expected_usage
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
 from nas_mtl.derive import (
     SHARED,
@@ -40,7 +41,6 @@ from nas_mtl.derive import (
     score_architecture,
 )
 from nas_mtl.errors import ConfigError
-from nas_mtl.graph import INPUT, head_id
 from nas_mtl.schedules import SchedulePosition
 from nas_mtl.study import SearchConfig
 from nas_mtl.supernet import Supernet, hold_gates_open, learned_gates
@@ -110,13 +110,17 @@ class ArchitectureStep(TrainingHooks):
         self.optimizer = torch.optim.Adam(net.arch_parameters(), lr=cfg.lr_arch)
         self.pair_weights = self._pair_weights()
         self.total_pairs = float(len(learned_pairs(net)))
-        self.multiplier = torch.zeros(())
+        self.targets = targets_of(cfg)
+        self.macs_model = MacsModel(net) if cfg.target_macs is not None else None
+        # one Lagrange multiplier per target ("open", "macs"), updated by projected dual ascent
+        stated = {"open": cfg.target_open, "macs": cfg.target_macs}
+        self.multipliers = {k: torch.zeros(()) for k, v in stated.items() if v is not None}
+        self._excess: dict[str, Tensor] = {}
         self.warm = False
         self.position = SchedulePosition(kind=cfg.schedule)
         self.arch_split: SharedSplit | PerTaskSplit | None = None
         self._arch_batches: Any = None
         self._gen = torch.Generator()
-        self._frac: Tensor | None = None
 
     # ------------------------------------------------------------ training-loop hooks
     def parameters_excluded(self) -> list[nn.Parameter]:
@@ -147,7 +151,8 @@ class ArchitectureStep(TrainingHooks):
         self._dual_step = cfg.dual_lr / max(1, total - warm_steps)
         self.warm = epoch < warm_epochs
         hold_gates_open(self.net, self.warm)
-        self.multiplier = self.multiplier.to(next(net.parameters()).device)
+        device = next(net.parameters()).device
+        self.multipliers = {k: m.to(device) for k, m in self.multipliers.items()}
         if self.arch_split is not None and not self.warm:
             self._arch_batches = train_batches(
                 self.data, self.arch_split, cfg.batch_size, cfg.steps_per_epoch, self._gen
@@ -175,25 +180,27 @@ class ArchitectureStep(TrainingHooks):
             self.optimizer.zero_grad(set_to_none=True)
             (batch_loss(batch) + self.objective_terms()).backward()
         self.optimizer.step()
-        if self.cfg.target_open is not None and self._frac is not None:
-            with torch.no_grad():  # projected dual ascent on μ ≥ 0; no host sync
-                step = self._dual_step * (self._frac - self.cfg.target_open)
-                self.multiplier.add_(step).clamp_(min=0.0)
+        with torch.no_grad():  # projected dual ascent on each μ ≥ 0; no host sync
+            for k, excess in self._excess.items():
+                self.multipliers[k].add_(self._dual_step * excess).clamp_(min=0.0)
 
     def end_epoch(self, net: nn.Module, ev: Evaluation, device: torch.device) -> EpochVerdict:
         hold_gates_open(self.net, False)
-        cfg = self.cfg
-        greedy = open_fraction(self.net, derive_edges(self.net, greedy_decisions(self.net)))
-        decisions = capped_decisions(self.net, cfg.target_open)
+        greedy_edges = derive_edges(self.net, greedy_decisions(self.net))
+        greedy = open_fraction(self.net, greedy_edges)
+        decisions = capped_decisions(self.net, self.targets.within(self.net))
         chosen = score_architecture(self.net, self.data, decisions, device)
         annealed = self.position.progress >= 1.0
         # the search itself must have closed the gates (or finished annealing): an epoch
         # whose architecture meets the cap only by derive's pruning is not selectable
-        meets = cfg.target_open is not None and greedy <= cfg.target_open + cfg.target_tolerance
+        near = self.targets.near(self.net)
+        meets = near is not None and near(greedy_edges)
         record = {
             "warmup": self.warm,
             "open_fraction": chosen.open_fraction,
             "greedy_open_fraction": greedy,
+            "macs": derived_macs(self.net, chosen.derived),
+            "greedy_macs": derived_macs(self.net, greedy_edges),
             "derived_val_objective": chosen.val_objective,
             "dead_paths": len(chosen.derived.dead),
             "single_path": all(_single_path(e) for e in chosen.derived.per_task.values()),
@@ -201,52 +208,19 @@ class ArchitectureStep(TrainingHooks):
             **self.diagnostics(),
             "gates": gate_snapshot(self.net),
         }
-        return EpochVerdict(chosen.val_objective, not self.warm and (meets or annealed), record)
+        # early stopping waits for the end of annealing: a plateau of the relaxed supernet
+        # says nothing about allocations that are still moving (docs/search.md, "Selection")
+        return EpochVerdict(
+            chosen.val_objective, not self.warm and (meets or annealed), record, may_stop=annealed
+        )
 
     def state(self) -> dict[str, Any]:
-        return {"a_opt": self.optimizer.state_dict(), "multiplier": float(self.multiplier)}
+        return {
+            "a_opt": self.optimizer.state_dict(),
+            "multipliers": {k: float(m) for k, m in self.multipliers.items()},
+        }
 
     # ------------------------------------------------------------ the objective
-    def expected_open_fraction(self) -> Tensor:
-        """E[open fraction of the derived architecture], differentiable in the gates.
-
-        A pair is kept when its edge is open *and* lies on an open path from the input to the
-        task's head, so with independent gates (``docs/search.md``, "Open fraction")::
-
-            r_in(v)  = 1 − Π_{u→v} (1 − P(u→v) · r_in(u))       reachable from the input
-            r_out(u) = 1 − Π_{u→v} (1 − P(u→v) · r_out(v))      reaches the task's head
-            E[kept (t, u→v)] = r_in(u) · P(u→v) · r_out(v)
-
-        per task; a shared edge is kept when some task keeps it (1 − Π_t (1 − E_t)).
-        """
-        net, T = self.net, len(self.net.tasks)
-        dev = self.multiplier.device
-        probs = [blk.gate.open_probability().expand(T, -1, -1) for blk in net.blocks]
-        r_in = {INPUT: torch.ones(T, device=dev)}
-        for blk, P in zip(net.blocks, probs, strict=True):  # (T, J, C)
-            src = torch.stack([r_in[u] for u in blk.src], dim=1)  # (T, J)
-            reach = 1 - torch.prod(1 - P * src.unsqueeze(-1), dim=1)  # (T, C)
-            r_in.update({v: reach[:, c] for c, v in enumerate(blk.dst)})
-        eye = torch.eye(T, device=dev)
-        r_out = {head_id(t): eye[:, i] for i, t in enumerate(net.tasks)}
-        missed: dict[str, Tensor] = {}
-        kept = torch.zeros((), device=dev)
-        learned = {i for i, _, _ in self.gates}
-        for i in reversed(range(len(net.blocks))):
-            blk, P = net.blocks[i], probs[i]
-            dst = torch.stack([_complete(r_out, missed, v, T, dev) for v in blk.dst], dim=1)
-            through = P * dst.unsqueeze(1)  # (T, J, C): open edge into a head-reaching node
-            for j, u in enumerate(blk.src):
-                missed[u] = missed.get(u, 1) * torch.prod(1 - through[:, j], dim=-1)
-            if i in learned:
-                src = torch.stack([r_in[u] for u in blk.src], dim=1)  # (T, J)
-                per_task = src.unsqueeze(-1) * through  # (T, J, C)
-                if blk.gate.scope == "task":
-                    kept = kept + per_task.sum()
-                else:
-                    kept = kept + (1 - torch.prod(1 - per_task, dim=0)).sum()
-        return kept / max(self.total_pairs, 1.0)
-
     def penalties(self) -> dict[str, Tensor]:
         """Each named regularizer, normalized (Σ sums / Σ counts) or summed (the papers')."""
         sums: dict[str, Tensor] = {}
@@ -265,15 +239,17 @@ class ArchitectureStep(TrainingHooks):
         terms = self.penalties()
         total = sum(
             (self.penalty_weights[k] * v for k, v in terms.items() if self.penalty_weights[k]),
-            torch.zeros((), device=self.multiplier.device),
+            next(self.net.parameters()).new_zeros(()),
         )
         if self.cfg.entropy_weight:
             entropy = sum(g.entropy() for _, _, g in self.gates) / max(len(self.gates), 1)
             total = total + self.cfg.entropy_weight * entropy
-        if self.cfg.target_open is not None:
-            frac = self.expected_open_fraction()
-            self._frac = frac.detach()
-            total = total + self.multiplier * (frac - self.cfg.target_open)
+        if self.targets.active:
+            excess = self.targets.excess(self.net, expected_usage(self.net), self.macs_model)
+            self._excess = {k: v.detach() for k, v in excess.items()}
+            for k, v in excess.items():
+                # a hinge: below a target its lagging multiplier must not keep closing gates
+                total = total + self.multipliers[k] * v.clamp(min=0.0)
         return total
 
     @torch.no_grad()
@@ -287,11 +263,15 @@ class ArchitectureStep(TrainingHooks):
             torch.zeros(()),
         )
         temps = [g.temperature for _, _, g in self.gates if g.temperature is not None]
+        usage = expected_usage(self.net)
+        mu = {k: float(m) for k, m in self.multipliers.items()}
         return {
-            "expected_open": float(self.expected_open_fraction()),
+            "expected_open": float(expected_open_fraction(self.net, usage)),
+            "expected_macs": float(self.macs_model.expected(usage)) if self.macs_model else None,
             "undecided": float(undecided) / max(self.total_pairs, 1.0),
             "temperature": temps[0] if temps else None,
-            "multiplier": float(self.multiplier) if self.cfg.target_open is not None else None,
+            "multiplier": mu.get("open"),
+            "macs_multiplier": mu.get("macs"),
             "penalties": {k: float(v) for k, v in self.penalties().items()},
             "gate_entropy": float(
                 sum(g.entropy() for _, _, g in self.gates) / max(len(self.gates), 1)
@@ -313,13 +293,9 @@ class ArchitectureStep(TrainingHooks):
         return out
 
 
-def _complete(
-    r_out: dict[str, Tensor], missed: dict[str, Tensor], node: str, T: int, dev: torch.device
-) -> Tensor:
-    """r_out of a node once every edge out of it has been seen (reverse block order)."""
-    if node not in r_out:
-        r_out[node] = 1 - missed.get(node, torch.ones(T, device=dev))
-    return r_out[node]
+def targets_of(cfg: SearchConfig) -> Targets:
+    """The constraints a search config states (``target_open``, ``target_macs``)."""
+    return Targets(open=cfg.target_open, macs=cfg.target_macs, tolerance=cfg.target_tolerance)
 
 
 def _between(p: Tensor, low: float, high: float) -> Tensor:
@@ -332,8 +308,9 @@ def _single_path(edges: set[tuple[str, str]]) -> bool:
     return len(dst) == len(set(dst))
 
 
-def search_warnings(record: dict[str, Any], target: float | None) -> list[str]:
+def search_warnings(record: dict[str, Any], targets: Targets) -> list[str]:
     """Plain-language warnings about the chosen epoch's architecture."""
+    target = targets.open
     out = []
     if record.get("undecided", 0.0) > 0.25:
         out.append(
@@ -356,12 +333,19 @@ def search_warnings(record: dict[str, Any], target: float | None) -> list[str]:
             f"probable ones to meet target_open = {target}; raise [search] dual_lr or epochs "
             f"to let the search itself choose"
         )
-    if frac >= 0.95 and target is None:
+    macs = record.get("greedy_macs")
+    if targets.macs is not None and macs is not None and macs > targets.macs * 1.05:
+        out.append(
+            f"the gates left {macs:,} multiply-adds; derive closed the least probable edges "
+            f"to meet target_macs = {targets.macs:,.0f}; raise [search] dual_lr or epochs to "
+            f"let the search itself choose"
+        )
+    if frac >= 0.95 and target is None and targets.macs is None:
         out.append(
             f"the search kept {frac:.0%} of the gated edges; set [search] target_open "
             f"(e.g. 0.4) or raise l0_weight to find a sparser structure"
         )
-    elif greedy >= 0.95 and target < 0.9:
+    elif target is not None and greedy >= 0.95 and target < 0.9:
         out.append(
             f"the gates kept {greedy:.0%} of the gated edges open and never approached "
             f"target_open = {target} (derive pruned the least probable ones); raise [search] "
@@ -399,7 +383,7 @@ def search(
         on_epoch=on_epoch,
     )
     chosen = fit.history[fit.best_epoch] if fit.history else {}
-    warnings = search_warnings(chosen, cfg.target_open)
+    warnings = search_warnings(chosen, targets_of(cfg))
     for w in warnings:
         log.warning("%s", w)
     return SearchResult(

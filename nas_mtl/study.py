@@ -68,10 +68,12 @@ class SearchConfig:
     batch_size: int = 256
     steps_per_epoch: int | None = None  # per-task data: steps per epoch (default: one pass)
     lr_weights: float = 1e-3  # Adam on weights
-    lr_arch: float = 3e-2  # Adam on gate variables: they move faster than weights (Gumbel-M.)
+    lr_arch: float = 1e-1  # Adam on gate variables: they move faster than weights (Gumbel-M.)
     weight_decay: float = 0.0
     target_open: float | None = 0.4  # keep at most this fraction of gated pairs; false: no cap
-    target_tolerance: float = 0.05  # epochs with open fraction <= target + this are selectable
+    # at most this many multiply-adds per example in the derived model (all tasks); false: none
+    target_macs: float | None = None
+    target_tolerance: float = 0.05  # selectable: open <= target + this, MACs <= target * (1 + this)
     # growth of the target multiplier over the whole gate phase per unit of excess open
     # fraction (the step is dual_lr / gate steps, so it is independent of the run length)
     dual_lr: float = 20.0
@@ -101,6 +103,12 @@ class SearchConfig:
             raise ConfigError(
                 f"{where} target_open must be in (0, 1] (a fraction of gated edges) or false, "
                 f"got target_open={self.target_open}"
+            )
+        if self.target_macs is not None and not self.target_macs > 0:
+            raise ConfigError(
+                f"{where} target_macs must be a positive number of multiply-adds per example "
+                f"(see `nas-mtl describe` for the supernet's) or false, "
+                f"got target_macs={self.target_macs}"
             )
         if not 0 <= self.warmup < 1 or not 0 < self.anneal <= 1:
             raise ConfigError(
@@ -271,6 +279,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     text = str(hint)
     if value is False and "None" in text and "bool" not in text:
         return None  # TOML has no null: `key = false` switches an optional setting off
+    if value is None and "None" in text:
+        return None  # a Python-built study saved as study.json keeps its nulls
     if "TaskConfig" in text:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list of tables ([[data.tasks]])")

@@ -262,6 +262,7 @@ class EpochVerdict:
     objective: float
     eligible: bool = True
     record: Mapping[str, Any] = field(default_factory=dict)
+    may_stop: bool = True  # False: early stopping waits (a search still annealing its gates)
 
 
 class TrainingHooks:
@@ -410,7 +411,7 @@ def train(
             on_epoch(record)
         bar.set_postfix(_postfix(record))
         log.info("%s epoch %d: %s", stem, epoch, _postfix(record))
-        if stopper.should_stop:
+        if stopper.should_stop and verdict.may_stop:
             break
     if best_state is None:  # no eligible epoch (stopped early): keep the last one
         best_state = copy.deepcopy(net.state_dict())

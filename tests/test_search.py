@@ -5,6 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nas_mtl.budget import (
+    MacsModel,
+    Targets,
+    derived_macs,
+    expected_open_fraction,
+    expected_usage,
+)
+from nas_mtl.cost import graph_costs
 from nas_mtl.data import load_dataset
 from nas_mtl.derive import (
     capped_decisions,
@@ -18,7 +26,7 @@ from nas_mtl.errors import ConfigError
 from nas_mtl.search import ArchitectureStep, search
 from nas_mtl.spaces import build_space
 from nas_mtl.study import SearchConfig
-from nas_mtl.supernet import Supernet
+from nas_mtl.supernet import Supernet, learned_gates
 from nas_mtl.training import halves
 
 
@@ -59,16 +67,52 @@ def test_normalized_penalty_is_the_sum_divided_by_the_number_of_gates(data, form
     torch.testing.assert_close(step.penalties()["l0"], want)
 
 
-def test_expected_open_fraction_matches_the_derived_one_for_decided_gates(data):
-    net = _net(data, subnetworks=3, width=4)
-    gen = torch.Generator().manual_seed(1)
+def _decided(net, seed):
+    """Every gate variable pushed to a random extreme: open probabilities are 0 or 1."""
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in net.arch_parameters():
             p.copy_(torch.where(torch.rand(p.shape, generator=gen) < 0.5, 30.0, -30.0))
-    step = ArchitectureStep(net, data, SearchConfig())
-    exact = open_fraction(net, derive_edges(net))
-    assert 0 < exact < 1
-    assert step.expected_open_fraction().item() == pytest.approx(exact, abs=1e-4)
+        for _, _, gate in learned_gates(net):
+            if gate.kind == "gumbel":  # (on, off) logit pairs: decide on the first alone
+                gate.logits[..., 1] = 0.0
+    return net
+
+
+@pytest.mark.parametrize(
+    "space, kw",
+    [
+        ("snr_trans", {"subnetworks": 3, "width": 4}),
+        ("snr_aver", {"subnetworks": 3, "width": 4}),
+        ("gumbel_matrix", {"components": 3, "width": 4}),
+    ],
+)
+def test_expected_usage_matches_the_derived_architecture_for_decided_gates(data, space, kw):
+    checked = 0
+    for seed in range(40):  # three draws in which every task keeps a path of its own
+        net = _decided(_net(data, space, **kw), seed)
+        derived = derive_edges(net)
+        if derived.dead:  # a dead task keeps a fallback path that no gate opened
+            continue
+        usage = expected_usage(net)
+        exact = open_fraction(net, derived)
+        assert expected_open_fraction(net, usage).item() == pytest.approx(exact, abs=1e-4)
+        macs = derived_macs(net, derived)
+        assert macs == graph_costs(derive(net))["total"]["macs"]
+        assert MacsModel(net).expected(usage).item() == pytest.approx(macs, rel=1e-5)
+        checked += 1
+        if checked == 3:
+            return
+    pytest.fail(f"only {checked} draws without dead tasks")
+
+
+def test_expected_macs_of_open_gates_is_the_supernet_cost(data):
+    net = _net(data, "snr_trans", subnetworks=3, width=4)
+    with torch.no_grad():
+        for p in net.arch_parameters():
+            p.fill_(30.0)
+    full = graph_costs(net.graph)["total"]["macs"]
+    assert MacsModel(net).expected(expected_usage(net)).item() == pytest.approx(full, rel=1e-5)
 
 
 def test_target_open_caps_the_derived_architecture(data):
@@ -77,9 +121,24 @@ def test_target_open_caps_the_derived_architecture(data):
     result = search(net, data, cfg)
     chosen = result.history[result.best_epoch]
     assert chosen["eligible"] and chosen["open_fraction"] <= 0.3
-    assert chosen["multiplier"] > 0
-    arch = derive(result.supernet, capped_decisions(result.supernet, 0.3))
+    assert max(r["multiplier"] for r in result.history) > 0  # the constraint acted
+    net = result.supernet
+    arch = derive(net, capped_decisions(net, Targets(open=0.3).within(net)))
     assert arch.graph["open_fraction"] == pytest.approx(chosen["open_fraction"])
+
+
+def test_target_macs_caps_the_derived_architecture(data):
+    net = _net(data, subnetworks=4, width=8)
+    full = graph_costs(net.graph)["total"]["macs"]
+    target = 0.6 * full
+    cfg = SearchConfig(epochs=8, batch_size=32, target_open=None, target_macs=target, warmup=0.0)
+    result = search(net, data, cfg)
+    chosen = result.history[result.best_epoch]
+    assert chosen["macs"] <= target < full
+    assert chosen["expected_macs"] is not None and chosen["multiplier"] is None
+    assert max(r["macs_multiplier"] for r in result.history) > 0  # the constraint acted
+    capped = capped_decisions(result.supernet, Targets(macs=target).within(result.supernet))
+    assert graph_costs(derive(result.supernet, capped))["total"]["macs"] == chosen["macs"]
 
 
 @pytest.mark.parametrize("target", [0.2, 0.5, 0.8])
@@ -90,7 +149,7 @@ def test_the_cap_closes_the_least_probable_edges_first(data, target):
         for p in net.arch_parameters():
             p.copy_(2.0 + 3.0 * torch.rand(p.shape, generator=gen))
     assert open_fraction(net, derive_edges(net, greedy_decisions(net))) == 1.0
-    capped = capped_decisions(net, target)
+    capped = capped_decisions(net, Targets(open=target).within(net))
     kept = open_fraction(net, derive_edges(net, capped))
     assert target - 0.25 < kept <= target
     # one threshold θ closes every learned edge with P ≤ θ and keeps only edges with P > θ
@@ -102,7 +161,8 @@ def test_the_cap_closes_the_least_probable_edges_first(data, target):
             closed.append(p[~capped[i] & mask])
             kept_p.append(p[capped[i] & mask])
     assert torch.cat(closed).min() < torch.cat(kept_p).min()
-    assert open_fraction(net, derive_edges(net, capped_decisions(net, 1.0))) == 1.0
+    uncapped = capped_decisions(net, Targets(open=1.0).within(net))
+    assert open_fraction(net, derive_edges(net, uncapped)) == 1.0
 
 
 def test_unknown_penalty_name_is_an_error(data, monkeypatch):
@@ -155,6 +215,25 @@ def test_early_stopping_and_epoch_records(data):
     assert torch.tensor(gates[0]["open_probability"]).shape == (1, 2, 2)
 
 
+def test_early_stopping_waits_for_the_end_of_annealing(data):
+    # frozen weights and gates: no epoch improves, so patience 1 would stop at epoch 1; every
+    # epoch is selectable (target 1.0 is always met) but annealing ends with the first step
+    # of epoch 6 (anneal 0.6 of 10 epochs × 4 steps), so the search runs to epoch 6 and stops
+    cfg = SearchConfig(
+        epochs=10,
+        batch_size=128,
+        lr_weights=0.0,
+        lr_arch=0.0,
+        patience=1,
+        warmup=0.0,
+        anneal=0.6,
+        target_open=1.0,
+    )
+    result = search(_net(data, "gumbel_matrix", layers=1, components=2, width=4), data, cfg)
+    assert [r["annealed"] for r in result.history] == [False] * 6 + [True]
+    assert all(r["eligible"] for r in result.history)
+
+
 def test_gumbel_temperature_follows_the_step(data):
     net = _net(data, "gumbel_matrix", layers=1, components=2, width=4)
     cfg = SearchConfig(epochs=2, batch_size=128, schedule="sqrt_step")
@@ -189,3 +268,5 @@ def test_search_config_rejects_bad_values():
         SearchConfig(schedule="cosine")
     with pytest.raises(ConfigError, match="target_open must be in"):
         SearchConfig(target_open=1.5)
+    with pytest.raises(ConfigError, match="target_macs must be a positive number"):
+        SearchConfig(target_macs=0)
