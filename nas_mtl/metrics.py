@@ -1,4 +1,4 @@
-"""Per-task metrics and the multi-task summary people expect (SPEC §5).
+"""Per-task metrics and the multi-task summary people expect (``docs/metrics.md``).
 
 Every metric takes ``(y_true, y_pred)`` as NumPy arrays, where ``y_pred`` is the model's **raw
 output** -- a value for regression, a logit for binary tasks and a row of logits for multiclass

@@ -1,7 +1,7 @@
 """Task specifications: what each head predicts, how it is trained and how it is scored.
 
 A :class:`TaskSpec` fixes the task type, the loss ``L_t`` and its weight ``w_t`` in the
-multi-task objective ``Σ_t w_t L_t (+ λ · L0)`` (SPEC §1), and the metrics of SPEC §5. Missing
+multi-task objective ``Σ_t w_t L_t (+ λ · L0)`` (``docs/metrics.md``), and its metrics. Missing
 labels are NaN in the target: the loss and the metrics use the labelled rows only, so a row
 without a label for task t contributes to the other tasks and to nothing of task t.
 """
@@ -30,7 +30,7 @@ __all__ = [
 
 TASK_TYPES = ("regression", "binary", "multiclass")
 
-# The metrics each task type reports (SPEC §5); the first one is the default primary metric.
+# The metrics each task type reports (docs/metrics.md); the first one is the default primary metric.
 METRICS_BY_TYPE: dict[str, tuple[str, ...]] = {
     "regression": ("mse", "r2"),
     "binary": ("auc", "log_loss"),
@@ -161,7 +161,7 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class MultiTaskSummary:
-    """The multi-task summary of SPEC §5 for one evaluation.
+    """The multi-task summary (``docs/metrics.md``) for one evaluation.
 
     ``primary`` maps task name to its primary metric; ``delta_m`` is ``None`` without a baseline.
     """

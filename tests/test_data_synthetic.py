@@ -27,7 +27,7 @@ def test_anchor_weights_have_cosine_rho_inside_and_zero_across_groups(rho: float
         anchor = group[0]
         for j in group[1:]:
             assert cos(w[anchor], w[j]) == pytest.approx(rho, abs=1e-12)
-        for i, j in itertools.combinations(group[1:], 2):  # SPEC §4 anchor form: ρ² off-anchor
+        for i, j in itertools.combinations(group[1:], 2):  # the MMoE anchor form: ρ² off-anchor
             assert cos(w[i], w[j]) == pytest.approx(rho**2, abs=1e-12)
     for ga, gb in itertools.combinations(members, 2):
         for i, j in itertools.product(ga, gb):

@@ -1,8 +1,8 @@
-"""Synthetic regression tasks with controlled relatedness (MMoE §3.2 in groups; SPEC §4).
+"""Synthetic regression tasks with controlled relatedness (MMoE §3.2 in groups; ``docs/data.md``).
 
 Tasks come in groups. Each group has an anchor direction ``u_0``; with orthonormal ``u``:
 
-* ``within_group="anchor"`` (SPEC §4, exactly MMoE for two tasks): the group's first task uses
+* ``within_group="anchor"`` (exactly MMoE for two tasks): the group's first task uses
   ``w = c · u_0`` and task j uses ``w_j = c · (ρ · u_0 + sqrt(1 − ρ²) · u_j)``, so every task
   has ``cos = ρ`` with the anchor task (two non-anchor tasks have ``cos = ρ²``);
 * ``within_group="equicorrelated"``: every task uses ``w_j = c · (sqrt(ρ) · u_0 +
@@ -153,7 +153,7 @@ def synthetic(
     within_group: str = "anchor",
     inputs: str = "shared",
 ) -> MultiTaskData:
-    """Shared-input regression tasks of SPEC §4; task ``g{group}_t{index}`` (``data_dir`` unused).
+    """Shared-input regression tasks (MMoE §3.2 in groups); task ``g{group}_t{index}`` (``data_dir`` unused).
 
     Args:
         n_train, n_val, n_test: rows per split (fresh ``x`` draws, one stream per split).
@@ -164,8 +164,8 @@ def synthetic(
         c: scale of the weight vectors.
         m: number of sinusoids.
         sinusoids: ``"normal"`` (α, β ~ N(0, 1)) or ``"index"`` (α_i = i, β_i = (i − 1)²).
-        noise: standard deviation of ε (SPEC: 0.01).
-        within_group: ``"anchor"`` (SPEC) or ``"equicorrelated"``, see the module docstring.
+        noise: standard deviation of ε (MMoE: 0.01).
+        within_group: ``"anchor"`` (MMoE) or ``"equicorrelated"``, see the module docstring.
         inputs: ``"shared"`` (every row labelled for every task, the MMoE setting) or
             ``"per_task"`` (each task draws its own ``n`` rows): with per-task inputs a group
             that shares a trunk sees more distinct inputs, so sharing pays as it does when
