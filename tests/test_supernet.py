@@ -23,7 +23,7 @@ def _net(space: str, tasks=TASKS, shape=(100,), **kw) -> Supernet:
 
 
 def _set_hard_concrete(net: Supernet, open_fn) -> None:
-    """Force deterministic gates: log α = +20 gives ẑ = 1, −20 gives ẑ = 0 (docs/search.md, "Gates")."""
+    """Force deterministic gates: log α = +20 gives ẑ = 1, −20 gives ẑ = 0 (docs/search.md)."""
     for block, gate in net.gate_modules():
         if isinstance(gate, HardConcreteGate):
             with torch.no_grad():
