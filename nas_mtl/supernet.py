@@ -49,12 +49,12 @@ def _signature(node_data: dict, by_usage: bool = False) -> str:
     return json.dumps(key, sort_keys=True)
 
 
-def prunes_streams(g: nx.DiGraph) -> bool:
+def prunes_streams(g: nx.DiGraph, input_regime: str) -> bool:
     """Whether a derived graph runs task streams: per-task inputs or per-task gates."""
     if not g.graph.get("derived"):
         return False
     task_gates = any(d["gate"]["scope"] == "task" for _, _, d in g.edges(data=True))
-    return task_gates or g.graph.get("input_regime") == "per_task"
+    return task_gates or input_regime == "per_task"
 
 
 def _gate_signature(gate: dict) -> str:
@@ -82,6 +82,7 @@ class Block(nn.Module):
         shapes: dict[str, Shape],
         tasks: Sequence[str],
         input_dim: int,
+        by_tasks: bool = False,
     ) -> None:
         super().__init__()
         self.src, self.dst = src, dst
@@ -129,7 +130,6 @@ class Block(nn.Module):
                 persistent=False,
             )
         # component groups: contiguous runs of destinations with one stack signature
-        by_tasks = prunes_streams(g)
         index = {t: i for i, t in enumerate(tasks)}
         self.groups: list[_Group] = []
         modules = []
@@ -283,7 +283,7 @@ class Supernet(nn.Module):
     gate networks included (a derived model keeps them), is a *weight*.
     """
 
-    def __init__(self, graph: nx.DiGraph) -> None:
+    def __init__(self, graph: nx.DiGraph, input_regime: str = "shared") -> None:
         super().__init__()
         self.graph = graph
         shapes = validate(graph)
@@ -316,7 +316,7 @@ class Supernet(nn.Module):
                 if graph.nodes[dst[0]]["role"] == "head":
                     dst = sorted(dst, key=lambda h: self.tasks.index(graph.nodes[h]["task"]))
                 else:  # stable sort keeps same-signature components contiguous
-                    by_usage = prunes_streams(graph)
+                    by_usage = prunes_streams(graph, input_regime)
                     sigs: dict[str, int] = {}
                     for n in dst:
                         sigs.setdefault(_signature(graph.nodes[n], by_usage), len(sigs))
@@ -324,7 +324,8 @@ class Supernet(nn.Module):
                 src = sorted(
                     {u for v in dst for u in graph.predecessors(v)}, key=position.__getitem__
                 )
-                blocks.append(Block(graph, src, dst, shapes, self.tasks, input_dim))
+                streams = prunes_streams(graph, input_regime)
+                blocks.append(Block(graph, src, dst, shapes, self.tasks, input_dim, streams))
                 for n in dst:
                     position[n] = len(position)
         self.blocks = nn.ModuleList(blocks)

@@ -8,8 +8,8 @@ from torch import nn
 
 from nas_mtl.components import COMPONENTS
 from nas_mtl.gates import HardConcreteGate
-from nas_mtl.graph import from_json, to_json
 from nas_mtl.spaces import available_spaces, build_space
+from nas_mtl.storage import from_json, to_json
 from nas_mtl.supernet import Supernet
 from tests.conftest import required_space_params
 
@@ -23,7 +23,7 @@ def _net(space: str, tasks=TASKS, shape=(100,), **kw) -> Supernet:
 
 
 def _set_hard_concrete(net: Supernet, open_fn) -> None:
-    """Force deterministic gates: log α = +20 gives ẑ = 1, −20 gives ẑ = 0 (docs/search.md, "Gates")."""
+    """Force deterministic gates: log α = +20 gives ẑ = 1, −20 gives ẑ = 0 (docs/search.md)."""
     for block, gate in net.gate_modules():
         if isinstance(gate, HardConcreteGate):
             with torch.no_grad():

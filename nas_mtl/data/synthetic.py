@@ -153,7 +153,7 @@ def synthetic(
     within_group: str = "anchor",
     inputs: str = "shared",
 ) -> MultiTaskData:
-    """Shared-input regression tasks (MMoE §3.2 in groups); task ``g{group}_t{index}`` (``data_dir`` unused).
+    """Regression tasks in groups (MMoE §3.2); task ``g{group}_t{index}`` (``data_dir`` unused).
 
     Args:
         n_train, n_val, n_test: rows per split (fresh ``x`` draws, one stream per split).

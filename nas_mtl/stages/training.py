@@ -21,9 +21,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from nas_mtl.checkpoint import prune_epoch_checkpoints, save_atomic
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit, per_task_batches, shared_batches
 from nas_mtl.errors import ConfigError, TrainingError
+from nas_mtl.stages.checkpoint import prune_epoch_checkpoints, save_atomic
 from nas_mtl.supernet import Supernet
 from nas_mtl.tasks import TaskSpec
 
