@@ -29,9 +29,9 @@ from nas_mtl.results import add_delta_m, graph_shape, result_summary
 from nas_mtl.rundir import open_run_dir, prepare_out, study_of_run, variant_label
 from nas_mtl.stages.candidates import choose_architecture
 from nas_mtl.stages.derive import derive
+from nas_mtl.stages.evaluation import resolve_device
 from nas_mtl.stages.retrain import retrain
 from nas_mtl.stages.search import search, targets_of
-from nas_mtl.stages.training import resolve_device
 from nas_mtl.storage import (
     load_architecture,
     load_graph,

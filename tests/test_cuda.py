@@ -9,8 +9,8 @@ from nas_mtl.data import load_dataset
 from nas_mtl.errors import ConfigError
 from nas_mtl.spaces import build_space
 from nas_mtl.stages.derive import derive
+from nas_mtl.stages.evaluation import resolve_device
 from nas_mtl.stages.retrain import retrain
-from nas_mtl.stages.training import resolve_device
 from nas_mtl.study import RetrainConfig
 from nas_mtl.supernet import Supernet
 

@@ -25,7 +25,7 @@ from nas_mtl.stages.derive import (
     open_fraction,
     sampled_decisions,
 )
-from nas_mtl.stages.training import evaluate
+from nas_mtl.stages.evaluation import evaluate
 from nas_mtl.supernet import Supernet, learned_gates
 
 

@@ -44,9 +44,9 @@ from nas_mtl.stages.derive import (
     learned_pairs,
     open_fraction,
 )
+from nas_mtl.stages.evaluation import Evaluation
 from nas_mtl.stages.training import (
     EpochVerdict,
-    Evaluation,
     TrainingHooks,
     halves,
     train,
