@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "verbose", False):  # the commands print the search's warnings
-        logging.getLogger("nas_mtl.search").setLevel(logging.ERROR)  # themselves, once
+        logging.getLogger("nas_mtl.stages.search").setLevel(logging.ERROR)  # themselves, once
     try:
         return COMMANDS[args.command](args)
     except NasMtlError as e:

@@ -16,11 +16,12 @@ from typing import Any
 import torch
 
 from nas_mtl.data import MultiTaskData
-from nas_mtl.derive import derive, random_architecture, save_architecture
-from nas_mtl.graph import write_json_atomic
 from nas_mtl.results import mean_of_samples, result_summary
-from nas_mtl.retrain import retrain
 from nas_mtl.rundir import open_run_dir, variant_label
+from nas_mtl.stages.candidates import random_architecture
+from nas_mtl.stages.derive import derive
+from nas_mtl.stages.retrain import retrain
+from nas_mtl.storage import save_architecture, write_json_atomic
 from nas_mtl.study import Study
 from nas_mtl.study_data import space_graph
 from nas_mtl.supernet import Supernet
@@ -59,7 +60,6 @@ def run_random_control(
     samples = []
     for k in range(study.controls.random):
         arch = derive(net, random_architecture(net, target, generator))
-        arch.graph["input_regime"] = data.regime
         sample_dir = run_dir / f"sample_{k}"
         sample_dir.mkdir()
         save_architecture(

@@ -21,15 +21,10 @@ Edge attributes:
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from networkx.readwrite import json_graph
 
 from nas_mtl.components import COMPONENTS, Shape
 from nas_mtl.errors import GraphError
@@ -273,59 +268,3 @@ def validate(g: nx.DiGraph) -> dict[str, Shape]:
         kind.check(shape_in, data["width"], data.get("params", {}))
         shapes[n] = kind.out_shape(shape_in, data["width"], data.get("params", {}))
     return shapes
-
-
-def to_json(g: nx.DiGraph) -> dict[str, Any]:
-    """A versioned, lossless JSON document (networkx node-link)."""
-    data = json_graph.node_link_data(g, edges="edges")
-    data["graph"] = dict(g.graph)
-    return data
-
-
-def from_json(data: Mapping[str, Any]) -> nx.DiGraph:
-    meta = data.get("graph", {})
-    if meta.get("format") != FORMAT:
-        raise GraphError(f"not a nas-mtl routing graph (format {meta.get('format')!r})")
-    if meta.get("version") != FORMAT_VERSION:
-        raise GraphError(
-            f"routing graph version {meta.get('version')} is not supported "
-            f"(this nas-mtl reads version {FORMAT_VERSION})"
-        )
-    return json_graph.node_link_graph(dict(data), directed=True, edges="edges")
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write via a temp file + rename so a crash never leaves a half-written result."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
-
-
-def save_graph(g: nx.DiGraph, path: str | Path) -> None:
-    write_json_atomic(path, to_json(g))
-
-
-def read_json(path: str | Path, what: str) -> Any:
-    """Parse a JSON file; a missing or broken file is a GraphError naming it."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise GraphError(f"{what} file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise GraphError(f"{path} is not valid JSON: {e}") from None
-
-
-def load_graph(path: str | Path) -> nx.DiGraph:
-    return from_json(read_json(path, "graph"))

@@ -23,18 +23,25 @@ import nas_mtl
 from nas_mtl.controls import run_random_control
 from nas_mtl.cost import graph_costs
 from nas_mtl.data import MultiTaskData
-from nas_mtl.derive import choose_architecture, derive, load_architecture, save_architecture
 from nas_mtl.errors import ConfigError
-from nas_mtl.graph import load_graph, save_graph, write_json_atomic
 from nas_mtl.report import write_report
 from nas_mtl.results import add_delta_m, graph_shape, result_summary
-from nas_mtl.retrain import retrain
 from nas_mtl.rundir import open_run_dir, prepare_out, study_of_run, variant_label
-from nas_mtl.search import search, targets_of
+from nas_mtl.stages.candidates import choose_architecture
+from nas_mtl.stages.derive import derive
+from nas_mtl.stages.evaluation import resolve_device
+from nas_mtl.stages.retrain import retrain
+from nas_mtl.stages.search import search, targets_of
+from nas_mtl.storage import (
+    load_architecture,
+    load_graph,
+    save_architecture,
+    save_graph,
+    write_json_atomic,
+)
 from nas_mtl.study import Study, load_study
 from nas_mtl.study_data import load_data, space_graph
 from nas_mtl.supernet import Supernet, learned_gates
-from nas_mtl.training import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +82,6 @@ def run_derive(
         net, data, study.derive.samples, seed, device, targets.within(net), targets.near(net)
     )
     arch = derive(net, decisions)
-    arch.graph["input_regime"] = data.regime  # per-task inputs: prune unused task streams
     save_architecture(run_dir / "architecture.json", arch, {**provenance, "derive": how})
     return arch
 

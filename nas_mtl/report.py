@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_mtl.errors import ConfigError
-from nas_mtl.graph import write_bytes_atomic, write_json_atomic
+from nas_mtl.storage import write_bytes_atomic, write_json_atomic
 
 
 def _fmt(values: Sequence[float], digits: int = 4) -> str:

@@ -15,7 +15,7 @@ from nas_mtl.cost import graph_costs
 from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import NasMtlError
 from nas_mtl.metrics import delta_m
-from nas_mtl.retrain import RetrainResult
+from nas_mtl.stages.retrain import RetrainResult
 from nas_mtl.study import Study
 from nas_mtl.study_data import space_graph
 

@@ -8,9 +8,9 @@ import torch
 
 from nas_mtl.cluster import ari, cluster_edge_sets, groups_to_labels, jaccard_distances
 from nas_mtl.data import load_dataset
-from nas_mtl.derive import derive
-from nas_mtl.search import search
 from nas_mtl.spaces import build_space
+from nas_mtl.stages.derive import derive
+from nas_mtl.stages.search import search
 from nas_mtl.study import SearchConfig
 from nas_mtl.supernet import Supernet
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from nas_mtl.cost import graph_costs
-from nas_mtl.derive import derive, load_architecture, save_architecture
 from nas_mtl.errors import GraphError
-from nas_mtl.retrain import build_model
 from nas_mtl.spaces import build_space
+from nas_mtl.stages.derive import derive
+from nas_mtl.stages.retrain import build_model
+from nas_mtl.storage import load_architecture, save_architecture
 from nas_mtl.supernet import Supernet
 
 TASKS = {"a": 1, "b": 1, "c": 2}
@@ -189,10 +190,9 @@ def test_pruned_task_streams_compute_less_and_the_same(space):
                     gate.logits[:2, :4, 0] = 3.0
                     gate.logits[2, 4:, 0] = 3.0
     arch = derive(net)
-    arch.graph["input_regime"] = "per_task"
-    pruned = build_model(arch, seed=0).eval()
+    pruned = build_model(arch, seed=0, input_regime="per_task").eval()
     assert any(g.usage for blk in pruned.blocks for g in blk.groups if not blk.is_head)
-    full = build_model(arch, seed=0).eval()
+    full = build_model(arch, seed=0, input_regime="per_task").eval()
     for blk in full.blocks:  # the same model computing every stream
         blk.groups = [replace(g, usage=None) for g in blk.groups]
     x = torch.randn(3, 5, 6)

@@ -7,17 +7,8 @@ import json
 import pytest
 
 from nas_mtl.errors import ConfigError, GraphError
-from nas_mtl.graph import (
-    add_component,
-    add_head,
-    connect,
-    gate_spec,
-    load_graph,
-    new_graph,
-    save_graph,
-    to_json,
-    validate,
-)
+from nas_mtl.graph import add_component, add_head, connect, gate_spec, new_graph, validate
+from nas_mtl.storage import load_graph, save_graph, to_json
 
 
 def _base():

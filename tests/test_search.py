@@ -5,29 +5,25 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas_mtl.budget import (
-    MacsModel,
-    Targets,
-    derived_macs,
-    expected_open_fraction,
-    expected_usage,
-)
 from nas_mtl.cost import graph_costs
 from nas_mtl.data import load_dataset
-from nas_mtl.derive import (
+from nas_mtl.errors import ConfigError
+from nas_mtl.spaces import build_space
+from nas_mtl.stages.budget import MacsModel, expected_open_fraction, expected_usage
+from nas_mtl.stages.derive import (
+    Targets,
     capped_decisions,
     derive,
     derive_edges,
+    derived_macs,
     greedy_decisions,
     learned_pairs,
     open_fraction,
 )
-from nas_mtl.errors import ConfigError
-from nas_mtl.search import ArchitectureStep, search
-from nas_mtl.spaces import build_space
+from nas_mtl.stages.search import ArchitectureStep, search
+from nas_mtl.stages.training import halves
 from nas_mtl.study import SearchConfig
 from nas_mtl.supernet import Supernet, learned_gates
-from nas_mtl.training import halves
 
 
 @pytest.fixture(scope="module")

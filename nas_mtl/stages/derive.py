@@ -14,36 +14,20 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import torch
 from torch import Tensor
 
-import nas_mtl
-from nas_mtl.data import MultiTaskData
-from nas_mtl.errors import GraphError
-from nas_mtl.graph import (
-    INPUT,
-    from_json,
-    gate_spec,
-    head_id,
-    read_json,
-    to_json,
-    validate,
-    write_json_atomic,
-)
+from nas_mtl.cost import graph_costs
+from nas_mtl.graph import INPUT, gate_spec, head_id, validate
 from nas_mtl.supernet import Supernet, learned_gates
-from nas_mtl.training import evaluate
 
 log = logging.getLogger(__name__)
 
-ARCH_FORMAT = "nas-mtl/architecture"
-ARCH_VERSION = 1
 Decisions = dict[int, Tensor]  # block index -> bool (T or 1, J, C)
 
 
@@ -222,12 +206,23 @@ def forced_decisions(net: Supernet, derived: DerivedEdges) -> Decisions:
     return forced
 
 
-def derive(net: Supernet, decisions: Decisions | None = None) -> nx.DiGraph:
+def derive(
+    net: Supernet,
+    decisions: Decisions | None = None,
+    *,
+    target_open: float | None = None,
+    target_macs: float | None = None,
+) -> nx.DiGraph:
     """The discrete architecture as a routing graph with fixed gates, validated.
 
-    The graph attribute ``open_fraction`` is :func:`open_fraction` of this architecture,
-    the figure the search log and the report print.
+    Without ``decisions``, the greedy decisions capped at the targets (what the CLI's derive
+    writes for a study with these ``[search]`` targets). The graph attribute
+    ``open_fraction`` is :func:`open_fraction` of this architecture, the figure the search
+    log and the report print.
     """
+    if decisions is None:
+        targets = Targets(open=target_open, macs=target_macs)
+        decisions = capped_decisions(net, targets.within(net))
     derived = derive_edges(net, decisions)
     for task in derived.dead:
         log.warning("task '%s' had no open path; kept its most probable path", task)
@@ -275,157 +270,35 @@ def derived_graph(net: Supernet, derived: DerivedEdges) -> nx.DiGraph:
     return g
 
 
-def random_architecture(
-    net: Supernet,
-    target_open: float,
-    generator: torch.Generator,
-    tolerance: float = 0.02,
-    attempts: int = 200,
-) -> Decisions:
-    """A uniformly random architecture of the supernet at a given open fraction.
-
-    The random-architecture control of NAS (docs/search.md, "Controls"): every learned gate
-    variable is on with one rate, and a task left without a path gets one random path
-    (a walk from its head to the input, uniform over predecessors). The rate is recalibrated
-    after each draw because reachability pruning closes part of what was drawn open; the
-    first draw within ``tolerance`` of ``target_open`` is returned, else the closest one.
-    """
-    rate = target_open
-    best: tuple[float, Decisions] | None = None
-    for _ in range(attempts):
-        decisions = sampled_decisions(net, generator, rate)
-        _open_random_paths(net, decisions, derive_edges(net, decisions).dead, generator)
-        fraction = open_fraction(net, derive_edges(net, decisions))
-        gap = abs(fraction - target_open)
-        if best is None or gap < best[0]:
-            best = (gap, decisions)
-        if gap <= tolerance:
-            break
-        rate = min(1.0, max(1e-3, rate * (target_open / max(fraction, 1e-3)) ** 0.5))
-    assert best is not None
-    return best[1]
-
-
-def _open_random_paths(
-    net: Supernet, decisions: Decisions, tasks: tuple[str, ...], generator: torch.Generator
-) -> None:
-    """Turn on, for each of ``tasks``, the edges of one random input → head path."""
-    where = {
-        (u, v): (i, j, c)
-        for i, blk in enumerate(net.blocks)
-        for j, u in enumerate(blk.src)
-        for c, v in enumerate(blk.dst)
-    }
-    for task in tasks:
-        node = head_id(task)
-        while node != INPUT:
-            preds = list(net.graph.predecessors(node))
-            u = preds[int(torch.randint(len(preds), (1,), generator=generator))]
-            i, j, c = where[(u, node)]
-            dec = decisions[i]
-            dec[net.tasks.index(task) if dec.shape[0] > 1 else 0, j, c] = True
-            node = u
+def derived_macs(net: Supernet, derived: DerivedEdges) -> int:
+    """Multiply-adds per example of the derived architecture, all tasks served."""
+    return int(graph_costs(derived_graph(net, derived))["total"]["macs"])
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """A discrete architecture scored as it will be retrained."""
+class Targets:
+    """The search's constraints: at most ``open`` of the gated pairs, at most ``macs``."""
 
-    decisions: Decisions
-    derived: DerivedEdges
-    open_fraction: float
-    val_objective: float  # weighted validation loss with the gates forced to this architecture
+    open: float | None = None
+    macs: float | None = None
+    tolerance: float = 0.05  # open: absolute; macs: relative
 
+    @property
+    def active(self) -> bool:
+        return self.open is not None or self.macs is not None
 
-@torch.no_grad()
-def score_architecture(
-    net: Supernet, data: MultiTaskData, decisions: Decisions, device: torch.device
-) -> Candidate:
-    """Validation loss of the supernet with its gates forced to the derived architecture.
+    def within(self, net: Supernet, slack: float = 0.0) -> Within | None:
+        """A test of a derived architecture against every target (None without targets)."""
+        if not self.active:
+            return None
 
-    Search selection, early stopping and ``derive --samples`` all rank on this one number, so
-    the chosen epoch or sample is judged by the architecture that will be retrained.
-    """
-    derived = derive_edges(net, decisions)
-    forced = forced_decisions(net, derived)
-    for i, blk in enumerate(net.blocks):
-        blk.gate.forced = forced[i].to(device)
-    try:
-        loss = evaluate(net, data, data.val, device).loss(data.tasks)
-    finally:
-        for blk in net.blocks:
-            blk.gate.forced = None
-    return Candidate(decisions, derived, open_fraction(net, derived), loss)
+        def test(derived: DerivedEdges) -> bool:
+            if self.open is not None and open_fraction(net, derived) > self.open + slack:
+                return False
+            return self.macs is None or derived_macs(net, derived) <= self.macs * (1 + slack)
 
+        return test
 
-def choose_architecture(
-    net: Supernet,
-    data: MultiTaskData,
-    samples: int,
-    seed: int,
-    device: torch.device,
-    cap: Within | None = None,
-    eligible: Within | None = None,
-) -> tuple[Decisions, dict[str, Any]]:
-    """Capped greedy decisions, or the best of those + ``samples`` draws on the derived objective.
-
-    Samples that are not ``eligible`` (outside the targets' tolerance) cannot be chosen (the
-    capped greedy architecture always can), so a denser draw cannot win by default.
-    """
-    greedy = capped_decisions(net, cap)
-    if samples <= 0 or not learned_gates(net):
-        return greedy, {"method": "greedy"}
-    gen = torch.Generator().manual_seed(seed)
-    decisions = [greedy] + [sampled_decisions(net, gen) for _ in range(samples)]
-    scored = [score_architecture(net, data, d, device) for d in decisions]
-    allowed = [i for i, c in enumerate(scored) if i == 0 or eligible is None or eligible(c.derived)]
-    best = min(allowed, key=lambda i: scored[i].val_objective)
-    return decisions[best], {
-        "method": "sampled",
-        "samples": samples,
-        "chosen": best,
-        "val_objective": [c.val_objective for c in scored],
-        "open_fraction": [c.open_fraction for c in scored],
-        "eligible": allowed,
-    }
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """What ``architecture.json`` holds."""
-
-    graph: nx.DiGraph
-    task_edges: Mapping[str, list[list[str]]]
-    provenance: Mapping[str, Any]
-
-
-def architecture_record(g: nx.DiGraph, provenance: Mapping[str, Any]) -> dict[str, Any]:
-    tasks = {
-        t: [[u, v] for u, v, d in g.edges(data=True) if t in d.get("tasks", [])]
-        for t in g.graph["tasks"]
-    }
-    return {
-        "format": ARCH_FORMAT,
-        "version": ARCH_VERSION,
-        "graph": to_json(g),
-        "open_fraction": g.graph.get("open_fraction"),
-        "task_edges": tasks,
-        "provenance": {
-            "package_version": nas_mtl.__version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            **provenance,
-        },
-    }
-
-
-def save_architecture(path: str | Path, g: nx.DiGraph, provenance: Mapping[str, Any]) -> None:
-    write_json_atomic(path, architecture_record(g, provenance))
-
-
-def load_architecture(path: str | Path) -> Architecture:
-    data = read_json(path, "architecture")
-    if data.get("format") != ARCH_FORMAT or data.get("version") != ARCH_VERSION:
-        raise GraphError(f"{path} is not a nas-mtl architecture file (version {ARCH_VERSION})")
-    g = from_json(data["graph"])
-    validate(g)
-    return Architecture(graph=g, task_edges=data["task_edges"], provenance=data["provenance"])
+    def near(self, net: Supernet) -> Within | None:
+        """Within the targets up to ``tolerance``: which epochs and samples may be chosen."""
+        return self.within(net, self.tolerance)

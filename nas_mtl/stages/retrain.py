@@ -15,16 +15,10 @@ import networkx as nx
 import torch
 
 from nas_mtl.data import MultiTaskData
+from nas_mtl.stages.evaluation import Evaluation, evaluate, resolve_device
+from nas_mtl.stages.training import FitResult, train, train_config
 from nas_mtl.study import RetrainConfig
 from nas_mtl.supernet import Supernet
-from nas_mtl.training import (
-    Evaluation,
-    FitResult,
-    evaluate,
-    resolve_device,
-    train,
-    train_config,
-)
 
 RETRAIN_LOG = "retrain_log.jsonl"
 
@@ -36,10 +30,14 @@ class RetrainResult:
     test: Evaluation
 
 
-def build_model(graph: nx.DiGraph, seed: int = 0) -> Supernet:
-    """A freshly initialized model of the architecture (same seed, same weights)."""
+def build_model(graph: nx.DiGraph, seed: int = 0, input_regime: str = "shared") -> Supernet:
+    """A freshly initialized model of the architecture (same seed, same weights).
+
+    With per-task inputs (``input_regime = "per_task"``) a pruned model computes each
+    component only on the streams of the tasks that use it.
+    """
     torch.manual_seed(seed)
-    return Supernet(graph)
+    return Supernet(graph, input_regime)
 
 
 def retrain(
@@ -52,7 +50,7 @@ def retrain(
     progress: bool = False,
 ) -> RetrainResult:
     run_dir = Path(run_dir) if run_dir is not None else None
-    model = build_model(graph, seed)
+    model = build_model(graph, seed, data.regime)
     fit = train(
         model,
         data,

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nas_mtl.cost import graph_costs, part_costs
-from nas_mtl.derive import DerivedEdges, Within, derived_graph, learned_pairs, open_fraction
+from nas_mtl.cost import part_costs
 from nas_mtl.graph import INPUT, head_id
+from nas_mtl.stages.derive import Targets, learned_pairs
 from nas_mtl.supernet import Supernet, learned_gates
 
 
@@ -127,44 +127,13 @@ class MacsModel:
         return total
 
 
-def derived_macs(net: Supernet, derived: DerivedEdges) -> int:
-    """Multiply-adds per example of the derived architecture, all tasks served."""
-    return int(graph_costs(derived_graph(net, derived))["total"]["macs"])
-
-
-@dataclass(frozen=True)
-class Targets:
-    """The search's constraints: at most ``open`` of the gated pairs, at most ``macs``."""
-
-    open: float | None = None
-    macs: float | None = None
-    tolerance: float = 0.05  # open: absolute; macs: relative
-
-    @property
-    def active(self) -> bool:
-        return self.open is not None or self.macs is not None
-
-    def excess(self, net: Supernet, usage: ExpectedUsage, macs: MacsModel | None) -> dict:
-        """Expected excess over each target, both in fractions so one dual_lr fits both."""
-        out = {}
-        if self.open is not None:
-            out["open"] = expected_open_fraction(net, usage) - self.open
-        if self.macs is not None and macs is not None:
-            out["macs"] = macs.expected(usage) / self.macs - 1.0
-        return out
-
-    def within(self, net: Supernet, slack: float = 0.0) -> Within | None:
-        """A test of a derived architecture against every target (None without targets)."""
-        if not self.active:
-            return None
-
-        def test(derived: DerivedEdges) -> bool:
-            if self.open is not None and open_fraction(net, derived) > self.open + slack:
-                return False
-            return self.macs is None or derived_macs(net, derived) <= self.macs * (1 + slack)
-
-        return test
-
-    def near(self, net: Supernet) -> Within | None:
-        """Within the targets up to ``tolerance``: which epochs and samples may be chosen."""
-        return self.within(net, self.tolerance)
+def expected_excess(
+    targets: Targets, net: Supernet, usage: ExpectedUsage, macs: MacsModel | None
+) -> dict[str, Tensor]:
+    """Expected excess over each target, both in fractions so one dual_lr fits both."""
+    out = {}
+    if targets.open is not None:
+        out["open"] = expected_open_fraction(net, usage) - targets.open
+    if targets.macs is not None and macs is not None:
+        out["macs"] = macs.expected(usage) / targets.macs - 1.0
+    return out

@@ -29,30 +29,32 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nas_mtl.budget import MacsModel, Targets, derived_macs, expected_open_fraction, expected_usage
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
-from nas_mtl.derive import (
+from nas_mtl.errors import ConfigError
+from nas_mtl.schedules import SchedulePosition
+from nas_mtl.stages.budget import MacsModel, expected_excess, expected_open_fraction, expected_usage
+from nas_mtl.stages.candidates import score_architecture
+from nas_mtl.stages.derive import (
     SHARED,
+    Targets,
     capped_decisions,
     derive_edges,
+    derived_macs,
     greedy_decisions,
     learned_pairs,
     open_fraction,
-    score_architecture,
 )
-from nas_mtl.errors import ConfigError
-from nas_mtl.schedules import SchedulePosition
-from nas_mtl.study import SearchConfig
-from nas_mtl.supernet import Supernet, hold_gates_open, learned_gates
-from nas_mtl.training import (
+from nas_mtl.stages.evaluation import Evaluation
+from nas_mtl.stages.training import (
     EpochVerdict,
-    Evaluation,
     TrainingHooks,
     halves,
     train,
     train_batches,
     train_config,
 )
+from nas_mtl.study import SearchConfig
+from nas_mtl.supernet import Supernet, hold_gates_open, learned_gates
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +247,9 @@ class ArchitectureStep(TrainingHooks):
             entropy = sum(g.entropy() for _, _, g in self.gates) / max(len(self.gates), 1)
             total = total + self.cfg.entropy_weight * entropy
         if self.targets.active:
-            excess = self.targets.excess(self.net, expected_usage(self.net), self.macs_model)
+            excess = expected_excess(
+                self.targets, self.net, expected_usage(self.net), self.macs_model
+            )
             self._excess = {k: v.detach() for k, v in excess.items()}
             for k, v in excess.items():
                 # a hinge: below a target its lagging multiplier must not keep closing gates

@@ -1,0 +1,112 @@
+"""Where a model runs and how it is scored: device, autocast, per-task losses, evaluation.
+
+The training loop, the search's selection and retrain all score a model with these; the
+losses and metrics are defined in ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit, shared_batches
+from nas_mtl.errors import ConfigError
+from nas_mtl.tasks import TaskSpec
+
+EVAL_BATCH = 2048
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; anything else must exist here."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r} was asked for but CUDA is not available here; "
+            f"use --device auto or cpu"
+        )
+    return dev
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 mixed precision on CUDA (no loss scaling needed); a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def task_losses(
+    outputs: dict[str, Tensor], y: Tensor, tasks: Sequence[TaskSpec], per_task: bool
+) -> dict[str, Tensor]:
+    """Each task's mean loss over its labelled rows (y: (B, T) shared or (T, B) per task)."""
+    return {
+        t.name: t.loss(outputs[t.name].float(), y[i] if per_task else y[:, i])
+        for i, t in enumerate(tasks)
+    }
+
+
+def weighted_loss(losses: dict[str, Tensor], tasks: Sequence[TaskSpec]) -> Tensor:
+    """Σ_t w_t L_t."""
+    return sum(
+        (t.weight * losses[t.name] for t in tasks),
+        torch.zeros((), device=next(iter(losses.values())).device),
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-task metrics and losses on one split."""
+
+    metrics: dict[str, dict[str, float]]
+    losses: dict[str, float]
+
+    def loss(self, tasks: Sequence[TaskSpec]) -> float:
+        """The weighted validation objective used for early stopping."""
+        return sum(t.weight * self.losses[t.name] for t in tasks)
+
+    def primary(self, tasks: Sequence[TaskSpec]) -> dict[str, float]:
+        return {t.name: self.metrics[t.name][t.primary_metric] for t in tasks}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: MultiTaskData,
+    split: SharedSplit | PerTaskSplit,
+    device: torch.device,
+    amp: bool = False,
+) -> Evaluation:
+    """Metrics of every task; shared data is scored in one pass that serves all tasks."""
+    was_training = model.training
+    model.eval()
+    tasks = data.tasks
+    outs: dict[str, list[Tensor]] = {t.name: [] for t in tasks}
+    ys: dict[str, list[Tensor]] = {t.name: [] for t in tasks}
+    with autocast(device, amp):
+        if isinstance(split, PerTaskSplit):
+            for i, t in enumerate(tasks):
+                for start in range(0, split.x[i].shape[0], EVAL_BATCH):
+                    x = split.x[i][start : start + EVAL_BATCH].to(device, non_blocking=True)
+                    outs[t.name].append(model(x.unsqueeze(0), tasks=[t.name])[t.name].float())
+                    ys[t.name].append(split.y[i][start : start + EVAL_BATCH])
+        else:
+            for x, y in shared_batches(split, EVAL_BATCH, shuffle=False):
+                out = model(x.to(device, non_blocking=True))
+                for i, t in enumerate(tasks):
+                    outs[t.name].append(out[t.name].float())
+                    ys[t.name].append(y[:, i])
+    metrics, losses = {}, {}
+    for t in tasks:
+        out, y = torch.cat(outs[t.name]).cpu(), torch.cat(ys[t.name])
+        metrics[t.name] = t.evaluate(out, y)
+        losses[t.name] = float(t.loss(out, y))
+    model.train(was_training)
+    return Evaluation(metrics=metrics, losses=losses)
