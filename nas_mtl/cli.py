@@ -106,6 +106,7 @@ def _spaces(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from nas_mtl.pipeline import run_study
     from nas_mtl.report import comparison_tables
+    from nas_mtl.results import RunResult
     from nas_mtl.study import load_study
 
     study = load_study(args.study)
@@ -115,15 +116,14 @@ def _run(args: argparse.Namespace) -> int:
         f"nas-mtl: study '{study.name}': spaces {', '.join(study.spaces)}; output {out}", flush=True
     )
 
-    def progress(entry: dict) -> None:
-        searched = entry["search"].get("searched")
-        gates = f"  open {entry['architecture']['open_fraction']:.3f}" if searched else ""
+    def progress(result: RunResult) -> None:
+        gates = f"  open {result.architecture['open_fraction']:.3f}" if result.searched else ""
         print(
-            f"  {entry['space']:<14} seed {entry['seed']}  mean test {entry['mean_test']:.4f}"
-            f"{gates}  ({entry['wall_s']:.1f} s)",
+            f"  {result.space:<14} seed {result.seed}  mean test {result.mean_test:.4f}"
+            f"{gates}  ({result.wall_s:.1f} s)",
             flush=True,
         )
-        for warning in entry["search"].get("warnings", []):
+        for warning in result.search.get("warnings", []):
             print(f"  {'':<14} warning: {warning}", flush=True)
 
     report = run_study(

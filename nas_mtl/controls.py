@@ -6,7 +6,6 @@ the same way, has found a size, not a structure (docs/search.md, "Controls").
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Mapping
@@ -16,12 +15,19 @@ from typing import Any
 import torch
 
 from nas_mtl.data import MultiTaskData
-from nas_mtl.results import mean_of_samples, result_summary
+from nas_mtl.results import (
+    RESULT_FILE,
+    RunResult,
+    mean_of_samples,
+    read_result,
+    result_summary,
+    write_result,
+)
 from nas_mtl.rundir import open_run_dir, variant_label
 from nas_mtl.stages.candidates import random_architecture
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.retrain import retrain
-from nas_mtl.storage import save_architecture, write_json_atomic
+from nas_mtl.storage import save_architecture
 from nas_mtl.study import Study
 from nas_mtl.study_data import space_graph
 from nas_mtl.supernet import Supernet
@@ -32,30 +38,30 @@ RANDOM_SUFFIX = "-random"
 def run_random_control(
     study: Study,
     variant: Mapping[str, Any],
-    searched: Mapping[str, Any],
+    searched: RunResult,
     data: MultiTaskData,
     out: Path,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> RunResult:
     """K random architectures of a searched space at its open fraction, retrained the same way.
 
-    The entry's metrics are the means over the K samples (one row of the report, named
+    The result's metrics are the means over the K samples (one row of the report, named
     ``<space>-random``); each sample keeps its own architecture.json and retrain log in
     ``sample_<k>/``.
     """
     start = time.perf_counter()
-    space, seed = searched["space"], searched["seed"]
+    space, seed = searched.space, searched.seed
     name = space + RANDOM_SUFFIX
-    run_dir = out / variant_label(variant) / name / f"seed_{seed}"
-    finished = run_dir / "result.json"
-    if finished.exists():
-        return json.loads(finished.read_text())
+    rel = f"{variant_label(variant)}/{name}/seed_{seed}"
+    run_dir = out / rel
+    if (run_dir / RESULT_FILE).exists():
+        return read_result(run_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     open_run_dir(out, variant, name, seed)
     torch.manual_seed(seed)
     net = Supernet(space_graph(study, space, data))
-    target = searched["architecture"]["open_fraction"]
+    target = searched.architecture["open_fraction"]
     generator = torch.Generator().manual_seed(seed)
     samples = []
     for k in range(study.controls.random):
@@ -71,15 +77,16 @@ def run_random_control(
             arch, data, study.retrain, seed=seed, run_dir=sample_dir, progress=progress
         )
         samples.append(result_summary(study, data, arch, result))
-    entry = {
-        "space": name,
-        "seed": seed,
-        "variant": dict(variant),
+    result = RunResult(
+        space=name,
+        seed=seed,
+        variant=dict(variant),
+        run_dir=rel,
         **mean_of_samples(samples),
-        "control": {"of": space, "samples": len(samples), "target_open": target},
-        "study_sha256": study.sha256,
-        "search": {"searched": False},
-        "wall_s": time.perf_counter() - start,
-    }
-    write_json_atomic(finished, entry)
-    return entry
+        control={"of": space, "samples": len(samples), "target_open": target},
+        study_sha256=study.sha256,
+        search={"searched": False},
+        wall_s=time.perf_counter() - start,
+    )
+    write_result(out, result)
+    return result

@@ -7,7 +7,6 @@ crash recovery call the same code.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -25,7 +24,15 @@ from nas_mtl.cost import graph_costs
 from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import ConfigError
 from nas_mtl.report import write_report
-from nas_mtl.results import add_delta_m, graph_shape, result_summary
+from nas_mtl.results import (
+    RESULT_FILE,
+    RunResult,
+    add_delta_m,
+    graph_shape,
+    read_result,
+    result_summary,
+    write_result,
+)
 from nas_mtl.rundir import open_run_dir, prepare_out, study_of_run, variant_label
 from nas_mtl.stages.candidates import choose_architecture
 from nas_mtl.stages.derive import derive
@@ -37,7 +44,6 @@ from nas_mtl.storage import (
     load_graph,
     save_architecture,
     save_graph,
-    write_json_atomic,
 )
 from nas_mtl.study import Study, load_study
 from nas_mtl.study_data import load_data, space_graph
@@ -103,20 +109,20 @@ def run_one(
     data: MultiTaskData,
     out: Path,
     progress: bool = False,
-) -> dict[str, Any]:
-    """All stages for one space and seed; returns its result entry (also result.json)."""
+) -> RunResult:
+    """All stages for one space and seed; returns its result (also written to result.json)."""
     start = time.perf_counter()
-    run_dir = out / variant_label(variant) / space / f"seed_{seed}"
-    finished = run_dir / "result.json"
-    if finished.exists():  # never redo or overwrite a finished result
-        entry = json.loads(finished.read_text())
-        if entry.get("study_sha256") != study.sha256:
+    rel = f"{variant_label(variant)}/{space}/seed_{seed}"
+    run_dir = out / rel
+    if (run_dir / RESULT_FILE).exists():  # never redo or overwrite a finished result
+        finished = read_result(run_dir)
+        if finished.study_sha256 != study.sha256:
             raise ConfigError(
                 f"{run_dir} holds a finished result of a different version of the study; "
                 f"choose another --out (or move that folder away)"
             )
         log.info("%s: finished earlier, reusing result.json", run_dir)
-        return entry
+        return finished
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an unfinished attempt: start this space and seed afresh
     open_run_dir(out, variant, space, seed)
@@ -129,19 +135,20 @@ def run_one(
     }
     net, search_info = run_search(study, space, data, seed, run_dir, progress)
     arch = run_derive(net, study, data, seed, run_dir, provenance)
-    result = retrain(arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress)
-    entry = {
-        "space": space,
-        "seed": seed,
-        "variant": dict(variant),
-        **result_summary(study, data, arch, result),
-        "supernet": {**graph_costs(net.graph), **graph_shape(net.graph)},
-        "study_sha256": study.sha256,
-        "search": search_info,
-        "wall_s": time.perf_counter() - start,
-    }
-    write_json_atomic(run_dir / "result.json", entry)
-    return entry
+    retrained = retrain(arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress)
+    result = RunResult(
+        space=space,
+        seed=seed,
+        variant=dict(variant),
+        run_dir=rel,
+        **result_summary(study, data, arch, retrained),
+        supernet={**graph_costs(net.graph), **graph_shape(net.graph)},
+        study_sha256=study.sha256,
+        search=search_info,
+        wall_s=time.perf_counter() - start,
+    )
+    write_result(out, result)
+    return result
 
 
 def run_study(
@@ -152,7 +159,7 @@ def run_study(
     device: str | None = None,
     data_dir: str | Path | None = None,
     progress: bool = False,
-    on_result: Callable[[dict[str, Any]], None] | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
 ) -> dict[str, Any]:
     """Run every variant × seed × space of a study; write report.json and report.md."""
     study = study if isinstance(study, Study) else load_study(study)
@@ -167,21 +174,23 @@ def run_study(
     out = Path(out)
     prepare_out(study, out)
     start = time.perf_counter()
-    results: list[dict[str, Any]] = []
+    results: list[RunResult] = []
     for variant in study.variants():
         for seed in seeds:
             data = load_data(study, variant, seed, data_dir)
             for space in study.spaces:
                 vstudy = study.for_variant(variant)
-                entry = run_one(vstudy, variant, space, seed, data, out, progress)
-                entries = [entry]
-                if vstudy.controls.random and entry["search"].get("searched"):
-                    entries.append(run_random_control(vstudy, variant, entry, data, out, progress))
-                for e in entries:
-                    results.append(e)
+                result = run_one(vstudy, variant, space, seed, data, out, progress)
+                runs = [result]
+                if vstudy.controls.random and result.searched:
+                    runs.append(run_random_control(vstudy, variant, result, data, out, progress))
+                for r in runs:
+                    results.append(r)
                     if on_result is not None:
-                        on_result(e)
+                        on_result(r)
     add_delta_m(results)
+    for r in results:  # result.json and report.json carry the same Δm
+        write_result(out, r)
     report = {
         "study": study.name,
         "study_sha256": study.sha256,
@@ -189,7 +198,7 @@ def run_study(
         "seeds": seeds,
         "spaces": list(study.spaces),
         "settings": {"search": asdict(study.search), "retrain": asdict(study.retrain)},
-        "results": results,
+        "results": [r.to_json() for r in results],
         "wall_s": time.perf_counter() - start,
     }
     write_report(out, report)

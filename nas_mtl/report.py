@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_mtl.errors import ConfigError
+from nas_mtl.results import RunResult
 from nas_mtl.storage import write_bytes_atomic, write_json_atomic
 
 
@@ -34,17 +35,17 @@ def _int(values: Sequence[float]) -> str:
 
 def comparison_tables(report: dict[str, Any]) -> str:
     """Markdown tables, one per data variant."""
-    results = report["results"]
-    variants: dict[str, list[dict[str, Any]]] = {}
+    results = [RunResult.from_json(r, "report.json") for r in report["results"]]
+    variants: dict[str, list[RunResult]] = {}
     for r in results:
-        key = ", ".join(f"{k}={v}" for k, v in r["variant"].items()) or "default"
+        key = ", ".join(f"{k}={v}" for k, v in r.variant.items()) or "default"
         variants.setdefault(key, []).append(r)
     blocks = []
     for label, rows in variants.items():
-        tasks = list(rows[0]["tasks"])
-        metric = {t: rows[0]["tasks"][t]["metric"] for t in tasks}
-        higher = {t: rows[0]["tasks"][t]["higher_is_better"] for t in tasks}
-        spaces = list(dict.fromkeys(r["space"] for r in rows))
+        tasks = list(rows[0].tasks)
+        metric = {t: rows[0].tasks[t].metric for t in tasks}
+        higher = {t: rows[0].tasks[t].higher_is_better for t in tasks}
+        spaces = list(dict.fromkeys(r.space for r in rows))
         cols: list[tuple[str, str, bool | None]] = [
             (f"{t} ({metric[t]})", t, higher[t]) for t in tasks
         ] + [
@@ -56,10 +57,10 @@ def comparison_tables(report: dict[str, Any]) -> str:
         ]
         table: dict[str, dict[str, list[float]]] = {}
         for space in spaces:
-            mine = [r for r in rows if r["space"] == space]
+            mine = [r for r in rows if r.space == space]
             table[space] = {}
             for _, key, _ in cols:
-                vals = [(r["tasks"][key]["test"] if key in r["tasks"] else r[key]) for r in mine]
+                vals = [(r.tasks[key].test if key in r.tasks else getattr(r, key)) for r in mine]
                 table[space][key] = [float(v) for v in vals if v is not None]
         means = {s: {k: statistics.fmean(v) for k, v in table[s].items() if v} for s in spaces}
         best: dict[str, str] = {}
@@ -74,11 +75,9 @@ def comparison_tables(report: dict[str, Any]) -> str:
             if cand:
                 best[key] = (max if hi else min)(cand, key=lambda s: means[s][key])
         searched_depths = {
-            r["supernet"]["depth"]
-            for r in rows
-            if r.get("search", {}).get("searched") and "depth" in r.get("supernet", {})
+            r.supernet["depth"] for r in rows if r.searched and "depth" in (r.supernet or {})
         }
-        shape = {s: _shape(next(r for r in rows if r["space"] == s)) for s in spaces}
+        shape = {s: _shape(next(r for r in rows if r.space == s)) for s in spaces}
         head = "| space | " + " | ".join(c for c, _, _ in cols) + " | depth × width |"
         sep = "|---" * (len(cols) + 2) + "|"
         lines = [f"### {report['study']}: {label}", "", head, sep]
@@ -96,12 +95,12 @@ def comparison_tables(report: dict[str, Any]) -> str:
                     )
                 )
                 cells.append(f"**{text}**" if best.get(key) == space and vals else text)
-            first = next(r for r in rows if r["space"] == space)
-            fixed = _is_control(first) and "control" not in first  # not a random control
+            first = next(r for r in rows if r.space == space)
+            fixed = not first.searched and first.control is None  # not a random control
             matched = fixed and shape[space][0] in searched_depths
             name = f"{space} †" if matched else space
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {shape[space][1]} |")
-        n_seeds = len({r["seed"] for r in rows})
+        n_seeds = len({r.seed for r in rows})
         lines += [
             "",
             f"Test metrics, mean ± std over {n_seeds} seed(s); best per column in "
@@ -115,20 +114,16 @@ def comparison_tables(report: dict[str, Any]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def _shape(entry: dict[str, Any]) -> tuple[int | None, str]:
+def _shape(result: RunResult) -> tuple[int | None, str]:
     """(depth, "depth × widths") of a row: the supernet's for a searched space."""
-    src = entry.get("supernet") if entry.get("search", {}).get("searched") else None
-    src = src if src and "depth" in src else entry.get("architecture", {})
+    src = result.supernet if result.searched else None
+    src = src if src and "depth" in src else result.architecture
     if "depth" not in src:
         return None, "–"
     return src["depth"], f"{src['depth']} × {'/'.join(map(str, src['widths']))}"
 
 
-def _is_control(entry: dict[str, Any]) -> bool:
-    return not entry.get("search", {}).get("searched")
-
-
-def paired_comparison(rows: list[dict[str, Any]], higher: bool) -> list[str]:
+def paired_comparison(rows: list[RunResult], higher: bool) -> list[str]:
     """Per-seed differences of each searched space's mean test metric against the best control.
 
     The best control is the non-searched row (fixed space or random control) with the best
@@ -137,8 +132,8 @@ def paired_comparison(rows: list[dict[str, Any]], higher: bool) -> list[str]:
     """
     by_space: dict[str, dict[int, float]] = {}
     for r in rows:
-        by_space.setdefault(r["space"], {})[r["seed"]] = float(r["mean_test"])
-    searched = [s for s in by_space if not _is_control(next(r for r in rows if r["space"] == s))]
+        by_space.setdefault(r.space, {})[r.seed] = float(r.mean_test)
+    searched = list(dict.fromkeys(r.space for r in rows if r.searched))
     controls = [s for s in by_space if s not in searched]
     if not searched or not controls:
         return []

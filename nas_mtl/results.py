@@ -1,27 +1,113 @@
-"""Result entries: what one retrained architecture scored and cost, and Δm against no sharing.
+"""Run results: what one retrained architecture scored and cost, and Δm against no sharing.
 
-Every row of report.json is built here, so the run, the controls and the report agree.
+A :class:`RunResult` is written to ``result.json`` by :func:`write_result` and read back by
+:func:`read_result`; report.json holds the same records, so the run directory, the report,
+Δm (computed once, by :func:`add_delta_m`, then written to both) and every later reader
+(tuning, plots, clustering) see one thing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
 from nas_mtl.cost import graph_costs
 from nas_mtl.data import MultiTaskData
-from nas_mtl.errors import NasMtlError
+from nas_mtl.errors import ConfigError, NasMtlError
 from nas_mtl.metrics import delta_m
 from nas_mtl.stages.retrain import RetrainResult
+from nas_mtl.storage import read_json, write_json_atomic
 from nas_mtl.study import Study
 from nas_mtl.study_data import space_graph
 
 log = logging.getLogger(__name__)
 
 BASELINE = "no_sharing"
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class TaskScore:
+    """One task's primary metric on validation and test, and every test metric."""
+
+    metric: str
+    higher_is_better: bool
+    val: float
+    test: float
+    test_metrics: dict[str, float]
+
+
+@dataclass
+class RunResult:
+    """One space × seed × data variant: its scores, costs, architecture and provenance."""
+
+    space: str
+    seed: int
+    variant: dict[str, Any]
+    run_dir: str  # relative to the study's output folder
+    tasks: dict[str, TaskScore]
+    params: dict[str, int]  # per task: everything on the task's subgraph
+    macs: dict[str, int]
+    total_params: float  # each part counted once (a mean for random controls)
+    total_macs: float
+    architecture: dict[str, Any]  # open fraction, components, depth, widths
+    retrain: dict[str, Any]
+    search: dict[str, Any]  # {"searched": bool, epochs, best_epoch, warnings, ...}
+    study_sha256: str
+    wall_s: float
+    status: str = "finished"
+    delta_m: float | None = None  # vs no_sharing of the same seed and variant (add_delta_m)
+    delta_m_note: str | None = None  # why Δm is undefined, when it is
+    shared_bottom: dict[str, Any] | None = None  # the Shared-Bottom reference cost
+    supernet: dict[str, Any] | None = None  # the searched supernet's cost and shape
+    control: dict[str, Any] | None = None  # random controls: of which space, how many samples
+    samples_mean_test: list[float] | None = None
+    mean_test: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mean_test = sum(t.test for t in self.tasks.values()) / len(self.tasks)
+
+    @property
+    def searched(self) -> bool:
+        return bool(self.search.get("searched"))
+
+    @property
+    def architecture_path(self) -> str | None:
+        """architecture.json relative to the output folder (controls keep one per sample)."""
+        return None if self.control else f"{self.run_dir}/architecture.json"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = "result") -> RunResult:
+        known = {f.name for f in fields(cls) if f.init}
+        optional = {f.name for f in fields(cls) if f.default is not MISSING}
+        missing = known - set(data) - optional
+        if missing:
+            raise ConfigError(
+                f"{where} is not a nas-mtl run result (missing {', '.join(sorted(missing))}); "
+                f"it was written by another version: rerun the study into a new --out"
+            )
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["tasks"] = {t: TaskScore(**v) for t, v in data["tasks"].items()}
+        return cls(**kwargs)
+
+
+def write_result(out: Path, result: RunResult) -> None:
+    write_json_atomic(Path(out) / result.run_dir / RESULT_FILE, result.to_json())
+
+
+def read_result(path: Path) -> RunResult:
+    """A run directory's result.json (``path`` is the file or its folder)."""
+    path = Path(path)
+    path = path / RESULT_FILE if path.is_dir() else path
+    return RunResult.from_json(read_json(path, "result"), str(path))
 
 
 def result_summary(
@@ -45,9 +131,7 @@ def result_summary(
         for t in data.tasks
     }
     return {
-        "tasks": tasks,
-        "mean_test": sum(v["test"] for v in tasks.values()) / len(tasks),
-        "delta_m": None,
+        "tasks": {t: TaskScore(**v) for t, v in tasks.items()},
         "params": {t: c["params"] for t, c in arch_cost["per_task"].items()},
         "macs": {t: c["macs"] for t, c in arch_cost["per_task"].items()},
         "total_params": arch_cost["total"]["params"],
@@ -87,28 +171,32 @@ def architecture_summary(arch: nx.DiGraph) -> dict[str, Any]:
     }
 
 
-def add_delta_m(results: list[dict[str, Any]]) -> None:
-    """Δm of each entry against the no-sharing entry of the same variant and seed."""
-    base = {
-        (json.dumps(r["variant"], sort_keys=True), r["seed"]): r
-        for r in results
-        if r["space"] == BASELINE
-    }
+def add_delta_m(results: list[RunResult]) -> None:
+    """Δm of each result against the no-sharing result of the same variant and seed.
+
+    The one place Δm is computed (``docs/metrics.md``); a result without a baseline keeps
+    ``delta_m = None``, and an undefined Δm (a baseline metric of 0) says why in
+    ``delta_m_note``.
+    """
+
+    def key(r: RunResult) -> tuple[str, int]:
+        return json.dumps(r.variant, sort_keys=True), r.seed
+
+    base = {key(r): r for r in results if r.space == BASELINE}
     for r in results:
-        b = base.get((json.dumps(r["variant"], sort_keys=True), r["seed"]))
+        b = base.get(key(r))
         if b is None:
             continue
-        tasks = r["tasks"]
         try:
-            r["delta_m"] = delta_m(
-                {t: v["test"] for t, v in tasks.items()},
-                {t: b["tasks"][t]["test"] for t in tasks},
-                {t: v["higher_is_better"] for t, v in tasks.items()},
+            r.delta_m = delta_m(
+                {t: v.test for t, v in r.tasks.items()},
+                {t: b.tasks[t].test for t in r.tasks},
+                {t: v.higher_is_better for t, v in r.tasks.items()},
             )
+            r.delta_m_note = None
         except NasMtlError as e:  # e.g. a baseline metric of 0: Δm is undefined, not fatal
-            r["delta_m"] = None
-            r["delta_m_note"] = str(e)
-            log.warning("%s seed %s: no delta_m: %s", r["space"], r["seed"], e)
+            r.delta_m, r.delta_m_note = None, str(e)
+            log.warning("%s seed %s: no delta_m: %s", r.space, r.seed, e)
 
 
 def mean_of_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -119,21 +207,20 @@ def mean_of_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
     first = samples[0]
     tasks = {
-        t: {
-            **v,
-            "val": mean([s["tasks"][t]["val"] for s in samples]),
-            "test": mean([s["tasks"][t]["test"] for s in samples]),
-            "test_metrics": {
-                m: mean([s["tasks"][t]["test_metrics"][m] for s in samples])
-                for m in v["test_metrics"]
+        t: TaskScore(
+            metric=v.metric,
+            higher_is_better=v.higher_is_better,
+            val=mean([s["tasks"][t].val for s in samples]),
+            test=mean([s["tasks"][t].test for s in samples]),
+            test_metrics={
+                m: mean([s["tasks"][t].test_metrics[m] for s in samples]) for m in v.test_metrics
             },
-        }
+        )
         for t, v in first["tasks"].items()
     }
     return {
         **first,
         "tasks": tasks,
-        "mean_test": mean([s["mean_test"] for s in samples]),
         "total_params": mean([s["total_params"] for s in samples]),
         "total_macs": mean([s["total_macs"] for s in samples]),
         "architecture": {
@@ -141,5 +228,7 @@ def mean_of_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
             "open_fraction": mean([s["architecture"]["open_fraction"] for s in samples]),
             "per_sample": [s["architecture"]["open_fraction"] for s in samples],
         },
-        "samples_mean_test": [s["mean_test"] for s in samples],
+        "samples_mean_test": [
+            sum(v.test for v in s["tasks"].values()) / len(s["tasks"]) for s in samples
+        ],
     }

@@ -80,6 +80,9 @@ def test_run_writes_the_run_directory_and_report(tmp_path, capsys):
     assert set(snr["tasks"]) == {"g0_t0", "g0_t1", "g1_t0"}
     assert all(v["metric"] == "mse" and v["test"] >= 0 for v in snr["tasks"].values())
     assert entries[("no_sharing", 0)]["delta_m"] == 0.0 and snr["delta_m"] is not None
+    for (space, seed), entry in entries.items():  # result.json is the report's record
+        on_disk = json.loads((out / "default" / space / f"seed_{seed}" / "result.json").read_text())
+        assert on_disk == entry
     assert snr["macs"]["g0_t0"] > 0 and snr["supernet"]["total"]["macs"] >= snr["total_macs"]
     run = out / "default" / "snr_trans" / "seed_0"
     log = [json.loads(line) for line in (run / "search_log.jsonl").read_text().splitlines()]
