@@ -124,19 +124,26 @@ def components(g: nx.DiGraph) -> list[str]:
     return [n for n, r in g.nodes(data="role") if r == "component"]
 
 
-def assign_layers(g: nx.DiGraph) -> None:
-    """Give nodes without a ``layer`` the longest-path depth; heads go after the last layer."""
+def node_layers(g: nx.DiGraph) -> dict[str, int]:
+    """Every node's layer: its ``layer`` attribute, else its longest-path depth from the input;
+    heads without one go after the last component layer. Reads the graph, never changes it."""
     depth: dict[str, int] = {}
     for n in nx.topological_sort(g):
         preds = list(g.predecessors(n))
         depth[n] = 0 if not preds else 1 + max(depth[p] for p in preds)
-    for n, data in g.nodes(data=True):
-        if data.get("role") == "component" and "layer" not in data:
-            data["layer"] = depth[n]
-    last = max((d["layer"] for _, d in g.nodes(data=True) if d["role"] == "component"), default=0)
-    for n in heads(g):
-        if n in g:
-            g.nodes[n]["layer"] = last + 1
+    layers = {n: int(d.get("layer", depth[n])) for n, d in g.nodes(data=True)}
+    comps = [layers[n] for n, d in g.nodes(data=True) if d.get("role") == "component"]
+    last = max(comps, default=0)
+    for n, d in g.nodes(data=True):
+        if d.get("role") == "head" and "layer" not in d:
+            layers[n] = last + 1
+    return layers
+
+
+def assign_layers(g: nx.DiGraph) -> None:
+    """Write :func:`node_layers` into the nodes that have no ``layer`` (graph builders)."""
+    for n, layer in node_layers(g).items():
+        g.nodes[n].setdefault("layer", layer)
 
 
 def in_shape(g: nx.DiGraph, node: str, shapes: Mapping[str, Shape]) -> Shape:
@@ -167,7 +174,8 @@ def infer_shapes(g: nx.DiGraph) -> dict[str, Shape]:
 def validate(g: nx.DiGraph) -> dict[str, Shape]:
     """Check every rule a supernet relies on; return the node output shapes.
 
-    Errors name the node or edge and the fix, because graphs often come from user files.
+    Errors name the node or edge and the fix, because graphs often come from user files. The
+    graph is only read: missing layers are computed (:func:`node_layers`), not written.
     """
     from nas_mtl.gates import GATES  # local: gates import graph constants
 
@@ -211,13 +219,12 @@ def validate(g: nx.DiGraph) -> dict[str, Shape]:
             )
         if g.nodes[v]["role"] == "input":
             raise GraphError(f"edge {u} -> {v} points into the input")
-    if any("layer" not in d for _, d in g.nodes(data=True)):
-        assign_layers(g)
+    layers = node_layers(g)
     for u, v in g.edges():
-        if g.nodes[u]["layer"] >= g.nodes[v]["layer"]:
+        if layers[u] >= layers[v]:
             raise GraphError(
-                f"edge {u} -> {v} goes from layer {g.nodes[u]['layer']} "
-                f"to layer {g.nodes[v]['layer']}; edges must go to a later layer"
+                f"edge {u} -> {v} goes from layer {layers[u]} "
+                f"to layer {layers[v]}; edges must go to a later layer"
             )
     for n in g.nodes:
         edges = list(g.in_edges(n, data=True))

@@ -19,6 +19,7 @@ import networkx as nx
 from nas_mtl.cost import graph_costs
 from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import ConfigError, NasMtlError
+from nas_mtl.graph import node_layers
 from nas_mtl.metrics import delta_m
 from nas_mtl.stages.retrain import RetrainResult
 from nas_mtl.storage import read_json, write_json_atomic
@@ -150,8 +151,9 @@ def result_summary(
 def graph_shape(graph: nx.DiGraph) -> dict[str, Any]:
     """Depth (component layers) and the distinct component widths: what controls must match."""
     comps = [n for n, r in graph.nodes(data="role") if r == "component"]
+    layers = node_layers(graph)
     return {
-        "depth": max((graph.nodes[n]["layer"] for n in comps), default=0),
+        "depth": max((layers[n] for n in comps), default=0),
         "widths": sorted({graph.nodes[n]["width"] for n in comps}),
     }
 

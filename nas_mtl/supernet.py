@@ -30,7 +30,7 @@ from nas_mtl.blocks import Block, component_signature, gate_signature, prunes_st
 from nas_mtl.components import BatchedTowers, Shape
 from nas_mtl.errors import GraphError
 from nas_mtl.gates import Gate, GateContext
-from nas_mtl.graph import INPUT, in_shape, validate
+from nas_mtl.graph import INPUT, in_shape, node_layers, validate
 from nas_mtl.schedules import SchedulePosition
 
 
@@ -54,9 +54,10 @@ class Supernet(nn.Module):
         input_dim = int(torch.tensor(self.input_shape).prod())
         layers: dict[int, list[str]] = {}
         order = {n: i for i, n in enumerate(nx.topological_sort(graph))}
-        for n, data in graph.nodes(data=True):
+        layer_of = node_layers(graph)
+        for n in graph.nodes:
             if n != INPUT:
-                layers.setdefault(data["layer"], []).append(n)
+                layers.setdefault(layer_of[n], []).append(n)
         blocks: list[Block] = []
         position: dict[str, int] = {INPUT: 0}  # order in which outputs are produced
         for layer in sorted(layers):

@@ -7,7 +7,16 @@ import json
 import pytest
 
 from nas_mtl.errors import ConfigError, GraphError
-from nas_mtl.graph import add_component, add_head, connect, gate_spec, new_graph, validate
+from nas_mtl.graph import (
+    add_component,
+    add_head,
+    assign_layers,
+    connect,
+    gate_spec,
+    new_graph,
+    node_layers,
+    validate,
+)
 from nas_mtl.storage import load_graph, save_graph, to_json
 
 
@@ -24,10 +33,14 @@ def _base():
     return g
 
 
-def test_valid_graph_gets_layers_and_shapes():
+def test_validate_returns_shapes_and_does_not_change_the_graph():
     g = _base()
+    before = to_json(g)
     shapes = validate(g)
     assert shapes["c2"] == (8,) and shapes["head:b"] == (2,)
+    assert to_json(g) == before  # layers are computed, not written
+    assert [node_layers(g)[n] for n in ("input", "c1", "c2", "head:a")] == [0, 1, 2, 3]
+    assign_layers(g)
     assert [g.nodes[n]["layer"] for n in ("input", "c1", "c2", "head:a")] == [0, 1, 2, 3]
 
 
