@@ -19,18 +19,7 @@ from typing import Any, get_type_hints
 from nas_mtl.errors import ConfigError, did_you_mean
 from nas_mtl.schedules import SCHEDULES
 from nas_mtl.spaces import space_path
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    """A task of a user table: which column holds its label and how to learn it."""
-
-    name: str
-    column: str | None = None  # default: the task name
-    type: str = "regression"  # regression | binary | multiclass
-    n_classes: int | None = None
-    weight: float = 1.0  # w_t in Σ_t w_t L_t
-    metric: str | None = None  # primary metric; default per type
+from nas_mtl.tasks import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -41,7 +30,7 @@ class DataConfig:
     params: Mapping[str, Any] = field(default_factory=dict)
     sweep: Mapping[str, list] = field(default_factory=dict)  # params to vary: a grid of runs
     file: str | None = None  # shared-input table: .csv, .csv.gz, .parquet, .npz
-    tasks: tuple[TaskConfig, ...] = ()
+    tasks: tuple[TaskSpec, ...] = ()  # [[data.tasks]]: name, column, type, n_classes, ...
     features: tuple[str, ...] | None = None  # default: every non-label, non-split column
     categorical: tuple[str, ...] = ()  # one-hot encoded
     split_column: str | None = None  # values train / val / test; else a seeded split
@@ -281,10 +270,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return None  # TOML has no null: `key = false` switches an optional setting off
     if value is None and "None" in text:
         return None  # a Python-built study saved as study.json keeps its nulls
-    if "TaskConfig" in text:
+    if "TaskSpec" in text:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list of tables ([[data.tasks]])")
-        return tuple(_build(TaskConfig, v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_build(TaskSpec, v, f"{where}[{i}]") for i, v in enumerate(value))
     if text.startswith("tuple") and value is not None:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list, got {value!r}")

@@ -12,7 +12,7 @@ from typing import Any
 
 import networkx as nx
 
-from nas_mtl.data import MultiTaskData, TableTask, load_dataset, load_per_task_table, load_table
+from nas_mtl.data import MultiTaskData, load_dataset, load_per_task_table, load_table
 from nas_mtl.spaces import build_space
 from nas_mtl.study import Study
 
@@ -42,20 +42,9 @@ def load_data(
             split_fractions=d.split_fractions,
             seed=seed,
         )
-    tasks = [
-        TableTask(
-            name=t.name,
-            column=t.column or t.name,
-            type=t.type,
-            n_classes=t.n_classes,
-            weight=t.weight,
-            metric=t.metric,
-        )
-        for t in d.tasks
-    ]
     return load_table(
         path,
-        tasks=tasks,
+        tasks=list(d.tasks),
         features=d.features,
         categorical=d.categorical,
         split_column=d.split_column,

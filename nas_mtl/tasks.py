@@ -49,6 +49,9 @@ class TaskSpec:
         n_classes: number of classes (>= 2) for ``multiclass``; must be ``None`` otherwise.
         weight: ``w_t`` in the objective ``Σ_t w_t L_t``; 0 keeps a task for evaluation only.
         metric: primary metric for model selection and Δm; defaults to MSE, AUC or accuracy.
+        column: where a table holds the task's labels (default: the task name). One type
+            describes a task from study file to head: the study parser, the table loaders
+            and the model all use it.
 
     Example:
         >>> TaskSpec("income", "binary").primary_metric
@@ -58,10 +61,11 @@ class TaskSpec:
     """
 
     name: str
-    type: str
+    type: str = "regression"
     n_classes: int | None = None
     weight: float = 1.0
     metric: str | None = None
+    column: str | None = None  # the label column in a table; default: the task name
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -98,6 +102,10 @@ class TaskSpec:
                 f"task '{self.name}': metric must be one of {', '.join(allowed)} for a {self.type} "
                 f"task, got metric={self.metric!r}{did_you_mean(str(self.metric), allowed)}"
             )
+
+    @property
+    def label_column(self) -> str:
+        return self.column or self.name
 
     @property
     def out_dim(self) -> int:

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from nas_mtl.data import TableTask, load_per_task_table, load_table
+from nas_mtl.data import load_per_task_table, load_table
 from nas_mtl.errors import ConfigError, DataError
+from nas_mtl.tasks import TaskSpec
 
 NAN = float("nan")
 
@@ -28,8 +29,8 @@ age,city,hours,income,high_income,split
 45,berlin,36,,0,test
 """
 PEOPLE_TASKS = [
-    TableTask("high_income", column="high_income", type="binary"),
-    TableTask("income", column="income", type="regression", weight=0.5),
+    TaskSpec("high_income", "binary"),
+    TaskSpec("income", "regression", weight=0.5),
 ]
 
 
@@ -111,7 +112,7 @@ def test_binary_true_false_and_multiclass_labels(tmp_path: Path) -> None:
     path.write_text("x,flag,kind\n1,True,0\n2,False,2\n3,,1\n4,true,\n")
     data = load_table(
         path,
-        tasks=[TableTask("flag", "flag", "binary"), TableTask("kind", "kind", "multiclass", 3)],
+        tasks=[TaskSpec("flag", "binary"), TaskSpec("kind", "multiclass", 3)],
         split_fractions=(1.0, 0.0, 0.0),
     )
     y = data.train.y
@@ -186,7 +187,7 @@ def write(tmp_path: Path, text: str, name: str = "bad.csv") -> Path:
     return path
 
 
-BINARY = [TableTask("y", "y", "binary")]
+BINARY = [TaskSpec("y", "binary")]
 
 
 def test_nan_and_inf_in_features_name_columns_and_counts(tmp_path: Path) -> None:
@@ -242,7 +243,7 @@ def test_unknown_column_with_did_you_mean(people_csv: Path) -> None:
         DataError,
         match=r"label column 'incme' not found \(did you mean 'income'\?\); columns: age, city",
     ):
-        load_table(people_csv, tasks=[TableTask("inc", "incme", "regression")])
+        load_table(people_csv, tasks=[TaskSpec("inc", "regression", column="incme")])
     with pytest.raises(
         DataError, match=r"feature column 'hour' not found \(did you mean 'hours'\?\)"
     ):
@@ -297,14 +298,14 @@ def test_more_bad_cases(tmp_path: Path, people_csv: Path) -> None:
         match=r"multiclass task 'y' \(column 'y'\) needs integer labels 0..2, "
         r"got 1.5 \(1 rows\), 3.0 \(1 rows\)",
     ):
-        load_table(multi, tasks=[TableTask("y", "y", "multiclass", 3)])
+        load_table(multi, tasks=[TaskSpec("y", "multiclass", 3)])
     cat = write(tmp_path, "c,y\na,0\n,1\n", "cat.csv")
     with pytest.raises(DataError, match="categorical column 'c' has 1 missing values"):
         load_table(cat, tasks=BINARY, categorical=["c"])
     with pytest.raises(
         DataError, match=r"regression task 'r' needs a numeric label column, but 'city' holds"
     ):
-        load_table(people_csv, tasks=[TableTask("r", "city", "regression")], features=["age"])
+        load_table(people_csv, tasks=[TaskSpec("r", "regression", column="city")], features=["age"])
     with pytest.raises(
         ConfigError, match="column 'income' is the label of task 'income' and cannot be a feature"
     ):
@@ -314,7 +315,7 @@ def test_more_bad_cases(tmp_path: Path, people_csv: Path) -> None:
     ):
         load_table(people_csv, tasks=PEOPLE_TASKS, features=["age"], categorical=["city"])
     with pytest.raises(ConfigError, match="a multiclass task needs n_classes >= 2"):
-        TableTask("k", "k", "multiclass")
+        TaskSpec("k", "multiclass")
     with pytest.raises(DataError, match=r"nope.csv: no such file"):
         load_table(tmp_path / "nope.csv", tasks=BINARY)
 

@@ -34,7 +34,7 @@ from nas_mtl.data.mnist import (
 from nas_mtl.data.omniglot import GUMBEL_MATRIX_ALPHABETS, omniglot, omniglot_alphabets
 from nas_mtl.data.registry import DATASETS, dataset_params, load_dataset
 from nas_mtl.data.synthetic import synthetic, synthetic_sinusoids, synthetic_task_weights
-from nas_mtl.data.tabular import TableTask, load_per_task_table, load_table
+from nas_mtl.data.tabular import load_per_task_table, load_table
 
 __all__ = [
     "COLLEGE_OR_HIGHER",
@@ -47,7 +47,6 @@ __all__ = [
     "MultiTaskData",
     "PerTaskSplit",
     "SharedSplit",
-    "TableTask",
     "area_resize",
     "census_income",
     "clear_image_cache",

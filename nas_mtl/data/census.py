@@ -24,8 +24,9 @@ from nas_mtl.data.base import MultiTaskData
 from nas_mtl.data.checks import check_int
 from nas_mtl.data.files import require_file, resolve_data_dir
 from nas_mtl.data.registry import DATASETS
-from nas_mtl.data.tabular import TableTask, shared_from_frame
+from nas_mtl.data.tabular import shared_from_frame
 from nas_mtl.errors import ConfigError, DataError
+from nas_mtl.tasks import TaskSpec
 
 __all__ = [
     "CENSUS_COLUMNS",
@@ -175,7 +176,7 @@ def census_income(
     data = shared_from_frame(
         frame,
         name=f"census_income_group{group}",
-        tasks=[TableTask(name, name, "binary") for name in task_names],
+        tasks=[TaskSpec(name, "binary") for name in task_names],
         features=features,
         categorical=categorical,
         split_codes=codes,

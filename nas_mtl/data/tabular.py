@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,27 +30,9 @@ from nas_mtl.data.files import read_frame
 from nas_mtl.errors import ConfigError, DataError, did_you_mean
 from nas_mtl.tasks import TaskSpec
 
-__all__ = ["TableTask", "load_per_task_table", "load_table", "shared_from_frame"]
+__all__ = ["load_per_task_table", "load_table", "shared_from_frame"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TableTask:
-    """A task of a shared-input table: its name, label column and :class:`TaskSpec` fields."""
-
-    name: str
-    column: str
-    type: str
-    n_classes: int | None = None
-    weight: float = 1.0
-    metric: str | None = None
-
-    def __post_init__(self) -> None:
-        self.spec()  # validate the task fields now, before any file is read
-
-    def spec(self) -> TaskSpec:
-        return TaskSpec(self.name, self.type, self.n_classes, self.weight, self.metric)
 
 
 def _check_unique(names: Sequence[str], what: str) -> None:
@@ -97,7 +78,7 @@ def shared_from_frame(
     frame: pd.DataFrame,
     *,
     name: str,
-    tasks: Sequence[TableTask],
+    tasks: Sequence[TaskSpec],
     features: Sequence[str],
     categorical: Sequence[str],
     split_codes: np.ndarray,
@@ -108,7 +89,7 @@ def shared_from_frame(
     ``split_codes`` holds 0/1/2 (train/val/test) per frame row, or -1 to leave a row out.
     The three splits are contiguous slices of one feature tensor.
     """
-    specs = tuple(t.spec() for t in tasks)
+    specs = tuple(tasks)
     kept = np.flatnonzero(split_codes >= 0)
     rows = kept[np.argsort(split_codes[kept], kind="stable")]
     counts = np.bincount(split_codes[rows], minlength=3)
@@ -116,11 +97,11 @@ def shared_from_frame(
         raise DataError(f"{where}: the training split is empty")
     x, names = encode_features(frame, features, categorical, rows, int(counts[0]), where=where)
     y = np.empty((rows.size, len(tasks)), dtype=np.float32)
-    for t, (task, spec) in enumerate(zip(tasks, specs, strict=True)):
-        y[:, t] = parse_labels(frame[task.column], spec, where=where)[rows]
+    for t, task in enumerate(tasks):
+        y[:, t] = parse_labels(frame[task.label_column], task, where=where)[rows]
         if np.isnan(y[: counts[0], t]).all():
             raise DataError(
-                f"{where}: task '{task.name}' (column '{task.column}') has no labels in the "
+                f"{where}: task '{task.name}' (column '{task.label_column}') has no labels in the "
                 f"training split ({int(counts[0])} training rows, all missing)"
             )
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -134,7 +115,7 @@ def shared_from_frame(
 def load_table(
     path: str | Path,
     *,
-    tasks: Sequence[TableTask],
+    tasks: Sequence[TaskSpec],
     features: Sequence[str] | None = None,
     categorical: Sequence[str] = (),
     split_column: str | None = None,
@@ -146,7 +127,7 @@ def load_table(
 
     Args:
         path: the file; NPZ holds one 1-D array per column name.
-        tasks: one :class:`TableTask` per task (its label column and type).
+        tasks: one :class:`TaskSpec` per task (its type and ``column``, default its name).
         features: feature columns; default every column that is not a label or the split.
         categorical: feature columns to one-hot encode; other features must be numeric.
         split_column: column of ``train`` / ``val`` (or ``validation``) / ``test`` values;
@@ -160,18 +141,18 @@ def load_table(
 
     Example:
         >>> data = load_table("people.csv", categorical=["city"], split_column="split",
-        ...     tasks=[TableTask("income", "high_income", "binary"),
-        ...            TableTask("age", "age", "regression")])  # doctest: +SKIP
+        ...     tasks=[TaskSpec("income", "binary", column="high_income"),
+        ...            TaskSpec("age", "regression")])  # doctest: +SKIP
     """
     path = Path(path)
     where = str(path)
     tasks = tuple(tasks)
     if not tasks:
-        raise ConfigError(f"{where}: give at least one TableTask in tasks=[...]")
+        raise ConfigError(f"{where}: give at least one TaskSpec in tasks=[...]")
     _check_unique([t.name for t in tasks], "task names")
     frame = read_frame(path)
-    check_columns(frame, [t.column for t in tasks], where=where, what="label")
-    reserved = {t.column: f"label of task '{t.name}'" for t in tasks}
+    check_columns(frame, [t.label_column for t in tasks], where=where, what="label")
+    reserved = {t.label_column: f"label of task '{t.name}'" for t in tasks}
     if split_column is not None:
         check_columns(frame, [split_column], where=where, what="split")
         if split_column in reserved:
