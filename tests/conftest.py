@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from nas_mtl.results import RunResult, TaskScore
+
 REPO = Path(__file__).resolve().parent.parent
 DATA_SETS = ("census_income", "omniglot", "mnist", "fashion_mnist")
 
@@ -46,3 +48,43 @@ def required_space_params(space: str, tasks) -> dict:
         half = (len(names) + 1) // 2
         return {"groups": [names[:half], names[half:]] if len(names) > 1 else [names]}
     return {}
+
+
+def _run_result(space, seed, a, b, params=100, searched=False, depth=2):
+    """A RunResult with tasks a (AUC) and b (MSE), for report and Δm tests."""
+    tasks = {
+        "a": TaskScore("auc", True, a, a, {"auc": a}),
+        "b": TaskScore("mse", False, b, b, {"mse": b}),
+    }
+    return RunResult(
+        space=space,
+        seed=seed,
+        variant={},
+        run_dir=f"default/{space}/seed_{seed}",
+        tasks=tasks,
+        params={"a": params, "b": params},
+        macs={"a": params, "b": params},
+        total_params=params,
+        total_macs=params,
+        architecture={"open_fraction": 1.0, "depth": depth, "widths": [32]},
+        retrain={},
+        search={"searched": searched},
+        study_sha256="x",
+        wall_s=1.0,
+        supernet={"depth": 2, "widths": [32]} if searched else None,
+    )
+
+
+def _report(results):
+    """The report.json document of some results."""
+    return {"study": "s", "results": [r.to_json() for r in results]}
+
+
+@pytest.fixture
+def make_result():
+    return _run_result
+
+
+@pytest.fixture
+def as_report():
+    return _report

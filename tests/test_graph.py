@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from nas_mtl.errors import ConfigError, GraphError
@@ -17,7 +15,7 @@ from nas_mtl.graph import (
     node_layers,
     validate,
 )
-from nas_mtl.storage import load_graph, save_graph, to_json
+from nas_mtl.storage import to_json
 
 
 def _base():
@@ -97,17 +95,3 @@ def test_mixed_gate_kinds_into_one_node():
     connect(g, "c1", "head:a", gate_spec("hard_concrete"))
     with pytest.raises(GraphError, match="node 'head:a': all incoming edges need the same"):
         validate(g)
-
-
-def test_save_load_is_exact_and_versioned(tmp_path):
-    g = _base()
-    validate(g)
-    path = tmp_path / "g.json"
-    save_graph(g, path)
-    back = load_graph(path)
-    assert to_json(back) == to_json(g)
-    data = json.loads(path.read_text())
-    data["graph"]["version"] = 99
-    path.write_text(json.dumps(data))
-    with pytest.raises(GraphError, match="version 99 is not supported"):
-        load_graph(path)
