@@ -30,6 +30,7 @@ from nas_mtl.results import (
     add_delta_m,
     graph_shape,
     read_result,
+    reference_cost,
     result_summary,
     write_result,
 )
@@ -175,9 +176,11 @@ def run_study(
     prepare_out(study, out)
     start = time.perf_counter()
     results: list[RunResult] = []
+    reference: dict[str, Any] = {}
     for variant in study.variants():
         for seed in seeds:
             data = load_data(study, variant, seed, data_dir)
+            reference.setdefault(variant_label(variant), reference_cost(study, data))
             for space in study.spaces:
                 vstudy = study.for_variant(variant)
                 result = run_one(vstudy, variant, space, seed, data, out, progress)
@@ -199,6 +202,7 @@ def run_study(
         "spaces": list(study.spaces),
         "settings": {"search": asdict(study.search), "retrain": asdict(study.retrain)},
         "results": [r.to_json() for r in results],
+        "shared_bottom_cost": reference,  # per data variant: params and MACs, for scale
         "wall_s": time.perf_counter() - start,
     }
     write_report(out, report)

@@ -64,7 +64,6 @@ class RunResult:
     status: str = "finished"
     delta_m: float | None = None  # vs no_sharing of the same seed and variant (add_delta_m)
     delta_m_note: str | None = None  # why Δm is undefined, when it is
-    shared_bottom: dict[str, Any] | None = None  # the Shared-Bottom reference cost
     supernet: dict[str, Any] | None = None  # the searched supernet's cost and shape
     control: dict[str, Any] | None = None  # random controls: of which space, how many samples
     samples_mean_test: list[float] | None = None
@@ -116,11 +115,6 @@ def result_summary(
 ) -> dict[str, Any]:
     """Metrics, costs and shape of one retrained architecture (part of a result entry)."""
     arch_cost = graph_costs(arch)
-    sb = (
-        graph_costs(space_graph(study, "shared_bottom", data))
-        if arch.graph.get("name") != "shared_bottom"
-        else arch_cost
-    )
     tasks = {
         t.name: {
             "metric": t.primary_metric,
@@ -137,7 +131,6 @@ def result_summary(
         "macs": {t: c["macs"] for t, c in arch_cost["per_task"].items()},
         "total_params": arch_cost["total"]["params"],
         "total_macs": arch_cost["total"]["macs"],
-        "shared_bottom": sb,
         "architecture": architecture_summary(arch),
         "retrain": {
             "epochs": len(result.fit.history),
@@ -146,6 +139,11 @@ def result_summary(
             "wall_s": result.fit.wall_s,
         },
     }
+
+
+def reference_cost(study: Study, data: MultiTaskData) -> dict[str, Any]:
+    """The Shared-Bottom model's cost at the study's settings: the yardstick for every row."""
+    return graph_costs(space_graph(study, "shared_bottom", data))["total"]
 
 
 def graph_shape(graph: nx.DiGraph) -> dict[str, Any]:

@@ -70,6 +70,7 @@ def test_run_writes_the_run_directory_and_report(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     entries = {(r["space"], r["seed"]): r for r in report["results"]}
     assert set(entries) == {("no_sharing", 0), ("snr_trans", 0)}
+    assert report["shared_bottom_cost"]["default"]["params"] > 0  # once per variant, not per run
     snr = entries[("snr_trans", 0)]
     assert set(snr["tasks"]) == {"g0_t0", "g0_t1", "g1_t0"}
     assert all(v["metric"] == "mse" and v["test"] >= 0 for v in snr["tasks"].values())

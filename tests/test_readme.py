@@ -101,3 +101,19 @@ def test_the_root_api_names_resolve():
     assert nas_mtl.search.__module__ == "nas_mtl.stages.search"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         nas_mtl.nope  # noqa: B018
+
+
+def test_python_derive_gives_the_architecture_the_cli_wrote(tmp_path):
+    import nas_mtl
+    from nas_mtl.pipeline import load_searched
+    from nas_mtl.storage import architecture_record
+
+    study = tmp_path / "tiny.toml"
+    study.write_text(TINY_STUDY)
+    assert main(["run", str(study), "--out", str(tmp_path / "cli")]) == 0
+    run = tmp_path / "cli" / "default" / "snr_trans" / "seed_0"
+    written = json.loads((run / "architecture.json").read_text())
+    target = nas_mtl.load_study(study).search.target_open
+    derived = architecture_record(nas_mtl.derive(load_searched(run), target_open=target), {})
+    for key in ("graph", "task_edges", "open_fraction"):
+        assert derived[key] == written[key], key
