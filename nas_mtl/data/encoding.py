@@ -216,14 +216,12 @@ def _binary_values(series: pd.Series, spec: TaskSpec, where: str) -> np.ndarray:
                 f"{where}: binary task '{spec.name}' (column '{series.name}') has labels other "
                 f"than 0/1 (or True/False): {_preview(list(counts.index), list(counts.values))}"
             )
-    present = ~np.isnan(values)
-    bad = present & (values != 0) & (values != 1)
-    if bad.any():
-        uniq, counts = np.unique(values[bad], return_counts=True)
-        raise DataError(
-            f"{where}: binary task '{spec.name}' (column '{series.name}') has labels other "
-            f"than 0/1 (or True/False): {_preview(list(uniq), list(counts))}"
-        )
+    _reject(
+        values,
+        (values != 0) & (values != 1),
+        f"{where}: binary task '{spec.name}' (column '{series.name}') has labels other "
+        f"than 0/1 (or True/False):",
+    )
     return values
 
 
@@ -248,12 +246,18 @@ def parse_labels(series: pd.Series, spec: TaskSpec, *, where: str) -> np.ndarray
             )
         return values
     n_classes = spec.out_dim
-    present = ~np.isnan(values)
-    bad = present & ((values != np.round(values)) | (values < 0) | (values >= n_classes))
+    _reject(
+        values,
+        (values != np.round(values)) | (values < 0) | (values >= n_classes),
+        f"{where}: multiclass task '{spec.name}' (column '{series.name}') needs integer "
+        f"labels 0..{n_classes - 1}, got",
+    )
+    return values
+
+
+def _reject(values: np.ndarray, invalid: np.ndarray, message: str) -> None:
+    """Raise ``message`` + a preview of the offending labels when a present label is invalid."""
+    bad = ~np.isnan(values) & invalid
     if bad.any():
         uniq, counts = np.unique(values[bad], return_counts=True)
-        raise DataError(
-            f"{where}: multiclass task '{spec.name}' (column '{series.name}') needs integer "
-            f"labels 0..{n_classes - 1}, got {_preview(list(uniq), list(counts))}"
-        )
-    return values
+        raise DataError(f"{message} {_preview(list(uniq), list(counts))}")
