@@ -25,6 +25,11 @@ EXIT_USER_ERROR = 2
 def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
     if out:
         p.add_argument("--out", type=Path, help="output folder (default: runs/<study name>)")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace the results in --out (only what nas-mtl wrote there)",
+        )
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument(
         "--data-dir",
@@ -107,10 +112,11 @@ def _run(args: argparse.Namespace) -> int:
     from nas_mtl.pipeline import run_study
     from nas_mtl.report import comparison_tables
     from nas_mtl.results import RunResult
+    from nas_mtl.rundir import default_out
     from nas_mtl.study import load_study
 
     study = load_study(args.study)
-    out = args.out or Path("runs") / study.name
+    out = args.out or default_out(study)
     start = time.perf_counter()
     print(
         f"nas-mtl: study '{study.name}': spaces {', '.join(study.spaces)}; output {out}", flush=True
@@ -134,6 +140,7 @@ def _run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         progress=sys.stderr.isatty(),
         on_result=progress,
+        overwrite=args.overwrite,
     )
     print()
     print(comparison_tables(report))
@@ -155,7 +162,7 @@ def _search(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from nas_mtl.pipeline import run_search
-    from nas_mtl.rundir import open_run_dir, prepare_out
+    from nas_mtl.rundir import default_out, open_run_dir, prepare_out
     from nas_mtl.study import load_study
     from nas_mtl.study_data import load_data
 
@@ -163,8 +170,8 @@ def _search(args: argparse.Namespace) -> int:
     if args.device:
         study = replace(study, search=replace(study.search, device=args.device))
     seed = args.seed if args.seed is not None else study.seeds[0]
-    out = args.out or Path("runs") / study.name
-    prepare_out(study, out)
+    out = args.out or default_out(study)
+    prepare_out(study, out, overwrite=args.overwrite)
     for variant in study.variants():
         run_dir = open_run_dir(out, variant, args.space, seed)
         data = load_data(study, variant, seed, args.data_dir)

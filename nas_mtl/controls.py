@@ -6,7 +6,6 @@ the same way, has found a size, not a structure (docs/search.md, "Controls").
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ from nas_mtl.results import (
     result_summary,
     write_result,
 )
-from nas_mtl.rundir import open_run_dir, variant_label
+from nas_mtl.rundir import open_run_dir, replace_run_dir, run_rel
 from nas_mtl.stages.candidates import random_architecture
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.retrain import retrain
@@ -52,12 +51,11 @@ def run_random_control(
     start = time.perf_counter()
     space, seed = searched.space, searched.seed
     name = space + RANDOM_SUFFIX
-    rel = f"{variant_label(variant)}/{name}/seed_{seed}"
+    rel = run_rel(variant, name, seed)
     run_dir = out / rel
     if (run_dir / RESULT_FILE).exists():
         return read_result(run_dir)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    replace_run_dir(out, rel)
     open_run_dir(out, variant, name, seed)
     torch.manual_seed(seed)
     net = Supernet(space_graph(study, space, data))

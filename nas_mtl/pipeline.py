@@ -8,7 +8,6 @@ crash recovery call the same code.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
@@ -34,7 +33,14 @@ from nas_mtl.results import (
     result_summary,
     write_result,
 )
-from nas_mtl.rundir import open_run_dir, prepare_out, study_of_run, variant_label
+from nas_mtl.rundir import (
+    open_run_dir,
+    prepare_out,
+    replace_run_dir,
+    run_rel,
+    study_of_run,
+    variant_label,
+)
 from nas_mtl.stages.candidates import choose_architecture
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.evaluation import resolve_device
@@ -113,7 +119,7 @@ def run_one(
 ) -> RunResult:
     """All stages for one space and seed; returns its result (also written to result.json)."""
     start = time.perf_counter()
-    rel = f"{variant_label(variant)}/{space}/seed_{seed}"
+    rel = run_rel(variant, space, seed)
     run_dir = out / rel
     if (run_dir / RESULT_FILE).exists():  # never redo or overwrite a finished result
         finished = read_result(run_dir)
@@ -124,8 +130,7 @@ def run_one(
             )
         log.info("%s: finished earlier, reusing result.json", run_dir)
         return finished
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an unfinished attempt: start this space and seed afresh
+    replace_run_dir(out, rel)  # an unfinished attempt: start this space and seed afresh
     open_run_dir(out, variant, space, seed)
     provenance = {
         "seed": seed,
@@ -161,8 +166,13 @@ def run_study(
     data_dir: str | Path | None = None,
     progress: bool = False,
     on_result: Callable[[RunResult], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run every variant × seed × space of a study; write report.json and report.md."""
+    """Run every variant × seed × space of a study; write report.json and report.md.
+
+    ``out`` must be new, empty or a nas-mtl output folder of the same study (then finished
+    runs are reused); ``overwrite`` replaces what nas-mtl wrote in a nas-mtl output folder.
+    """
     study = study if isinstance(study, Study) else load_study(study)
     if device is not None:
         resolve_device(device)  # fail now, not after the first search
@@ -173,7 +183,7 @@ def run_study(
         )
     seeds = list(seeds) if seeds is not None else list(study.seeds)
     out = Path(out)
-    prepare_out(study, out)
+    prepare_out(study, out, overwrite)
     start = time.perf_counter()
     results: list[RunResult] = []
     reference: dict[str, Any] = {}

@@ -13,12 +13,19 @@ Layout of ``OUT``::
         checkpoints/                 search_epoch_NNN.pt, search_best.pt, retrain_best.pt
         result.json                  this run's entry of report.json
     <variant>/<space>-random/seed_<s>/sample_<k>/   random-architecture controls
+
+nas-mtl owns only what it creates (``docs/runs.md``): every path component that comes from a
+study (its name, space names or paths, sweep values) becomes a safe slug and is checked to stay
+inside ``OUT``; ``OUT`` and each run directory carry a marker file, and nothing without one is
+ever overwritten or removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -32,21 +39,98 @@ STUDY_COPY = "study.toml"
 STUDY_JSON = "study.json"  # a study built in Python has no file: its fields are saved instead
 
 
+OUT_MARKER = ".nas-mtl-out"  # in OUT: this folder is a nas-mtl output folder
+RUN_MARKER = ".nas-mtl-run"  # in each run directory: nas-mtl created it and may replace it
+REPORT_FILES = ("report.json", "report.md", STUDY_COPY, STUDY_JSON)
+
+
+def safe_name(text: object) -> str:
+    """A path component from a study value: letters, digits, ``. _ - = , + [ ]``; never ``..``.
+
+    A space given as a file path is named by its file stem, so ``../x/my.toml`` runs in
+    ``my/``; anything else that is not in the set becomes ``_``.
+    """
+    text = str(text)
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        text = Path(text.replace("\\", "/")).stem
+    slug = re.sub(r"[^A-Za-z0-9._=,+\[\]-]+", "_", re.sub(r"\s+", "", text)).strip("._")
+    return slug[:100] or "_"
+
+
 def variant_label(variant: Mapping[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in variant.items()) or "default"
+    return safe_name(",".join(f"{k}={v}" for k, v in variant.items()) or "default")
 
 
-def prepare_out(study: Study, out: Path) -> None:
-    """Create OUT with a copy of the study; refuse an OUT holding another study's results."""
-    out.mkdir(parents=True, exist_ok=True)
+def run_rel(variant: Mapping[str, Any], space: str, seed: int) -> str:
+    """A run directory relative to OUT: ``<variant>/<space>/seed_<s>``, all safe names."""
+    return f"{variant_label(variant)}/{safe_name(space)}/seed_{int(seed)}"
+
+
+def default_out(study: Study) -> Path:
+    return Path("runs") / safe_name(study.name)
+
+
+def _inside(out: Path, path: Path) -> Path:
+    if not path.resolve().is_relative_to(out.resolve()):
+        raise ConfigError(f"{path} is outside the output folder {out}; refusing to write there")
+    return path
+
+
+def replace_run_dir(out: Path, rel: str) -> Path:
+    """Remove an unfinished run directory so the run starts afresh, if nas-mtl created it."""
+    run_dir = _inside(out, out / rel)
+    if run_dir.exists():
+        if not (run_dir / RUN_MARKER).exists():
+            raise ConfigError(
+                f"{run_dir} exists but was not created by nas-mtl (no {RUN_MARKER}); "
+                f"move it away or choose another --out"
+            )
+        shutil.rmtree(run_dir)
+    return run_dir
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder (new or a nas-mtl output)")
+    if out.is_dir() and any(out.iterdir()) and not (out / OUT_MARKER).exists():
+        raise ConfigError(
+            f"--out {out} is not empty and is not a nas-mtl output folder (no {OUT_MARKER}); "
+            f"choose a new or empty folder"
+        )
+
+
+def _clear(out: Path) -> None:
+    """--overwrite: remove what nas-mtl wrote in a marked OUT, nothing else."""
+    for marker in sorted(out.rglob(RUN_MARKER), key=lambda m: len(m.parts), reverse=True):
+        if marker.parent.exists():
+            shutil.rmtree(_inside(out, marker.parent))
+    for name in REPORT_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def prepare_out(study: Study, out: Path, overwrite: bool = False) -> None:
+    """Create or reuse OUT with a copy of the study.
+
+    A new or empty folder becomes a nas-mtl output folder; a nas-mtl output folder of the same
+    study is resumed; anything else is refused, except that ``overwrite`` replaces a nas-mtl
+    output folder (only what nas-mtl wrote in it).
+    """
+    _check_out(out)
+    if overwrite and out.is_dir():
+        _clear(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create --out {out}: {e.strerror}") from None
     previous = out / STUDY_COPY
     if previous.exists() and any(out.glob("*/*/seed_*/result.json")):
         sha = hashlib.sha256(previous.read_bytes()).hexdigest()
         if sha != study.sha256:
             raise ConfigError(
                 f"{out} holds finished results of a different version of the study; "
-                f"choose another --out (or move that folder away)"
+                f"choose another --out, or add --overwrite to replace them"
             )
+    write_json_atomic(out / OUT_MARKER, {"tool": "nas-mtl", "study": study.name})
     if study.path is not None:
         write_bytes_atomic(out / STUDY_COPY, Path(study.path).read_bytes())
     else:
@@ -55,9 +139,10 @@ def prepare_out(study: Study, out: Path) -> None:
 
 
 def open_run_dir(out: Path, variant: Mapping[str, Any], space: str, seed: int) -> Path:
-    """``OUT/<variant>/<space>/seed_<s>`` with its context.json (what the run is)."""
-    run_dir = out / variant_label(variant) / space / f"seed_{seed}"
+    """``OUT/<variant>/<space>/seed_<s>`` with its marker and context.json (what the run is)."""
+    run_dir = _inside(out, out / run_rel(variant, space, seed))
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_MARKER).touch()
     study_file = STUDY_COPY if (out / STUDY_COPY).exists() else STUDY_JSON
     write_json_atomic(
         run_dir / "context.json",

@@ -253,7 +253,7 @@ def test_per_task_file_and_sweep_end_to_end(tmp_path):
     assert len(report["results"]) == 4
     variants = {json.dumps(r["variant"]) for r in report["results"]}
     assert len(variants) == 2
-    assert (out / "split_fractions=[0.5, 0.25, 0.25]" / "no_sharing" / "seed_0").is_dir()
+    assert (out / "split_fractions=[0.5,0.25,0.25]" / "no_sharing" / "seed_0").is_dir()
     for r in report["results"]:
         assert set(r["tasks"]) == {"north", "south"}
         assert r["tasks"]["south"]["metric"] == "accuracy"
