@@ -1,7 +1,7 @@
 """``nas-mtl``: a thin command line over the library (parse, call, print).
 
-Every user mistake is one line on stderr and exit code 2; nothing else prints tracebacks
-except real bugs.
+Every user mistake is one line on stderr and exit code 2; a bug is one line naming the file
+that holds its traceback (inside --out when it exists, else the temp folder) and exit code 3.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path  # noqa: E402
 from nas_mtl.errors import NasMtlError  # noqa: E402
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 3
 
 
 def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
@@ -96,6 +97,30 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nas-mtl: interrupted; finished results are on disk", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug, not a user mistake: one line, the traceback in a file
+        log_path = _crash_log(getattr(args, "out", None))
+        print(
+            f"nas-mtl: internal error ({type(e).__name__}: {e}); please report it with the "
+            f"traceback in {log_path}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
+
+
+def _crash_log(out: Path | None) -> Path:
+    """Write the current traceback to OUT/nas-mtl-error.log when OUT exists, else a temp file."""
+    import tempfile
+    import traceback
+
+    text = traceback.format_exc()
+    if out is not None and Path(out).is_dir():
+        path = Path(out) / "nas-mtl-error.log"
+        path.write_text(text)
+        return path
+    fd, name = tempfile.mkstemp(prefix="nas-mtl-error-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(name)
 
 
 def _spaces(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ each searched space is compared seed by seed with the best control (docs/search.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +62,8 @@ def comparison_tables(report: dict[str, Any]) -> str:
             table[space] = {}
             for _, key, _ in cols:
                 vals = [(r.tasks[key].test if key in r.tasks else getattr(r, key)) for r in mine]
-                table[space][key] = [float(v) for v in vals if v is not None]
+                # a metric that is not a number (one-class AUC, divergence) is no candidate
+                table[space][key] = [float(v) for v in vals if v is not None and math.isfinite(v)]
         means = {s: {k: statistics.fmean(v) for k, v in table[s].items() if v} for s in spaces}
         best: dict[str, str] = {}
         for _, key, hi in cols:

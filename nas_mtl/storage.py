@@ -8,6 +8,7 @@ write goes through a temp file and a rename, so a crash never leaves a half-writ
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -60,8 +61,21 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None: JSON that strict parsers read."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: str | Path, payload: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
+    """Strict JSON (no bare NaN: a metric that is not a number is written as null)."""
+    text = json.dumps(strict_json(payload), indent=2, allow_nan=False)
+    write_bytes_atomic(path, (text + "\n").encode())
 
 
 def save_graph(g: nx.DiGraph, path: str | Path) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -20,6 +21,30 @@ from nas_mtl.errors import ConfigError, did_you_mean
 from nas_mtl.schedules import SCHEDULES
 from nas_mtl.spaces import space_path
 from nas_mtl.tasks import TaskSpec
+
+Rule = tuple[Callable[[Any], bool], str]
+AT_LEAST_1: Rule = (lambda v: v >= 1, "an integer >= 1")
+AT_LEAST_0: Rule = (lambda v: v >= 0, "an integer >= 0")
+POSITIVE: Rule = (lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+NON_NEGATIVE: Rule = (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+# the training loop's settings, shared by [search] and [retrain]
+TRAINING_RULES: dict[str, Rule] = {
+    "epochs": AT_LEAST_1,
+    "batch_size": AT_LEAST_1,
+    "steps_per_epoch": AT_LEAST_1,
+    "patience": AT_LEAST_1,
+    "weight_decay": NON_NEGATIVE,
+}
+
+
+def check_ranges(where: str, cfg: Any, rules: Mapping[str, Rule]) -> None:
+    """Every number in range before any work starts: one message naming the field and range."""
+    for name, (ok, need) in rules.items():
+        value = getattr(cfg, name)
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue  # optional and unset, or a type error reported by the parser
+        if not ok(value):
+            raise ConfigError(f"{where} {name} must be {need}, got {name} = {value!r}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,21 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         where = "[search]"
+        check_ranges(
+            where,
+            self,
+            {
+                **TRAINING_RULES,
+                "lr_weights": POSITIVE,
+                "lr_arch": POSITIVE,
+                "dual_lr": NON_NEGATIVE,
+                "l0_weight": NON_NEGATIVE,
+                "budget_weight": NON_NEGATIVE,
+                "entropy_weight": NON_NEGATIVE,
+                "target_tolerance": NON_NEGATIVE,
+                "keep_checkpoints": AT_LEAST_1,
+            },
+        )
         if self.schedule not in SCHEDULES:
             raise ConfigError(
                 f"{where} schedule = {self.schedule!r} is not one of {', '.join(SCHEDULES)}"
@@ -112,6 +152,9 @@ class DeriveConfig:
 
     samples: int = 0  # K extra architectures sampled from the gates; best on validation wins
 
+    def __post_init__(self) -> None:
+        check_ranges("[derive]", self, {"samples": AT_LEAST_0})
+
 
 @dataclass(frozen=True)
 class ControlsConfig:
@@ -122,8 +165,7 @@ class ControlsConfig:
     random: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.random, int) and self.random < 0:
-            raise ConfigError(f"[controls] random must be >= 0, got {self.random}")
+        check_ranges("[controls]", self, {"random": AT_LEAST_0})
 
 
 @dataclass(frozen=True)
@@ -138,6 +180,9 @@ class RetrainConfig:
     patience: int = 5
     device: str = "auto"  # auto: CUDA when available, else CPU
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+
+    def __post_init__(self) -> None:
+        check_ranges("[retrain]", self, {**TRAINING_RULES, "lr": POSITIVE})
 
 
 @dataclass(frozen=True)

@@ -321,3 +321,27 @@ def test_search_warnings_are_printed_once(tmp_path):
     assert warned  # two epochs leave the gates open: the target was never approached
     for text in warned:
         assert (proc.stdout + proc.stderr).count(text) == 1
+
+
+def test_an_internal_error_is_one_line_with_a_traceback_file(tmp_path, capsys, monkeypatch):
+    import nas_mtl.pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(nas_mtl.pipeline, "run_search", broken)
+    out = tmp_path / "out"
+    assert main(["run", str(_study(tmp_path)), "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error (RuntimeError: boom)" in err[0]
+    log = out / "nas-mtl-error.log"
+    assert str(log) in err[0] and "RuntimeError: boom" in log.read_text()
+
+
+def test_json_outputs_are_strict(tmp_path):
+    from nas_mtl.storage import write_json_atomic
+
+    write_json_atomic(tmp_path / "r.json", {"auc": float("nan"), "m": [1.0, float("inf")]})
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"auc": None, "m": [1.0, None]}

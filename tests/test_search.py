@@ -149,7 +149,13 @@ def test_alternate_updates_gates_on_the_other_half(data):
 def test_early_stopping_and_epoch_records(data):
     seen = []
     cfg = SearchConfig(
-        epochs=10, batch_size=64, lr_weights=0.0, lr_arch=0.0, patience=2, warmup=0.0, anneal=0.1
+        epochs=10,
+        batch_size=64,
+        lr_weights=1e-30,  # below float32 resolution: nothing moves
+        lr_arch=1e-30,
+        patience=2,
+        warmup=0.0,
+        anneal=0.1,
     )
     result = search(_net(data, subnetworks=2, width=4), data, cfg, on_epoch=seen.append)
     # annealing ends with epoch 1's first step: epochs 1.. are selectable; nothing can improve
@@ -168,8 +174,8 @@ def test_early_stopping_waits_for_the_end_of_annealing(data):
     cfg = SearchConfig(
         epochs=10,
         batch_size=128,
-        lr_weights=0.0,
-        lr_arch=0.0,
+        lr_weights=1e-30,  # below float32 resolution: frozen
+        lr_arch=1e-30,
         patience=1,
         warmup=0.0,
         anneal=0.6,

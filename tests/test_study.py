@@ -98,6 +98,34 @@ def test_bad_studies_name_the_field(raw, message):
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "table, field, value, need",
+    [
+        ("search", "epochs", 0, "an integer >= 1"),
+        ("search", "epochs", -1, "an integer >= 1"),
+        ("search", "batch_size", 0, "an integer >= 1"),
+        ("search", "steps_per_epoch", 0, "an integer >= 1"),
+        ("search", "patience", 0, "an integer >= 1"),
+        ("search", "keep_checkpoints", -1, "an integer >= 1"),
+        ("search", "lr_weights", 0.0, "a finite number > 0"),
+        ("search", "lr_arch", -0.1, "a finite number > 0"),
+        ("search", "lr_weights", float("inf"), "a finite number > 0"),
+        ("search", "l0_weight", -10.0, "a finite number >= 0"),
+        ("search", "dual_lr", float("nan"), "a finite number >= 0"),
+        ("search", "weight_decay", -1e-4, "a finite number >= 0"),
+        ("retrain", "epochs", 0, "an integer >= 1"),
+        ("retrain", "lr", 0.0, "a finite number > 0"),
+        ("retrain", "batch_size", -5, "an integer >= 1"),
+        ("derive", "samples", -1, "an integer >= 0"),
+        ("controls", "random", -2, "an integer >= 0"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_before_any_work(table, field, value, need):
+    with pytest.raises(ConfigError) as err:
+        parse_study({**BASE, table: {field: value}})
+    assert f"[{table}] {field} must be {need}, got {field} = {value!r}" in str(err.value)
+
+
 def test_invalid_toml_names_the_file(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("name = \n")
