@@ -19,6 +19,7 @@ from pathlib import Path  # noqa: E402
 
 from nas_mtl.errors import NasMtlError  # noqa: E402
 
+EXIT_FAILED_RUNS = 1  # the study ran, but some runs are not results (see report.md)
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 
@@ -154,6 +155,8 @@ def _run(args: argparse.Namespace) -> int:
             f"{gates}  ({result.wall_s:.1f} s)",
             flush=True,
         )
+        if result.failure:
+            print(f"  {'':<14} FAILED: {result.failure}", flush=True)
         for warning in result.search.get("warnings", []):
             print(f"  {'':<14} warning: {warning}", flush=True)
 
@@ -170,6 +173,11 @@ def _run(args: argparse.Namespace) -> int:
     print()
     print(comparison_tables(report))
     print(f"nas-mtl: done in {time.perf_counter() - start:.1f} s; report: {out / 'report.md'}")
+    if report["failed"]:
+        print(f"nas-mtl: {len(report['failed'])} run(s) failed:", file=sys.stderr)
+        for line in report["failed"]:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_FAILED_RUNS
     return 0
 
 

@@ -213,6 +213,7 @@ def run_study(
         "settings": {"search": asdict(study.search), "retrain": asdict(study.retrain)},
         "results": [r.to_json() for r in results],
         "shared_bottom_cost": reference,  # per data variant: params and MACs, for scale
+        "failed": [f"{r.run_dir}: {r.failure}" for r in results if r.status == "failed"],
         "wall_s": time.perf_counter() - start,
     }
     write_report(out, report)

@@ -101,6 +101,8 @@ def comparison_tables(report: dict[str, Any]) -> str:
             fixed = not first.searched and first.control is None  # not a random control
             matched = fixed and shape[space][0] in searched_depths
             name = f"{space} †" if matched else space
+            if any(r.status == "failed" for r in rows if r.space == space):
+                name += " ✗"
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {shape[space][1]} |")
         n_seeds = len({r.seed for r in rows})
         lines += [
@@ -110,6 +112,10 @@ def comparison_tables(report: dict[str, Any]) -> str:
             f"retrained model, per example, all tasks."
             + (" †: a fixed space at a searched space's depth." if searched_depths else ""),
         ]
+        failed = [r for r in rows if r.status == "failed"]
+        if failed:
+            lines += ["", "✗: failed runs, not results:"]
+            lines += [f"- {r.space} seed {r.seed}: {r.failure}" for r in failed]
         if "mean_test" in best:
             lines += paired_comparison(rows, higher=next(iter(higher.values())))
         blocks.append("\n".join(lines))

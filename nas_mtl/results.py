@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import ConfigError, NasMtlError
 from nas_mtl.graph import node_layers
 from nas_mtl.metrics import delta_m
+from nas_mtl.stages.evaluation import constant_objective
 from nas_mtl.stages.retrain import RetrainResult
 from nas_mtl.storage import read_json, write_json_atomic
 from nas_mtl.study import Study
@@ -61,7 +63,8 @@ class RunResult:
     search: dict[str, Any]  # {"searched": bool, epochs, best_epoch, warnings, ...}
     study_sha256: str
     wall_s: float
-    status: str = "finished"
+    status: str = "finished"  # or "failed": metrics not finite, or no better than a constant
+    failure: str | None = None  # why the run failed
     delta_m: float | None = None  # vs no_sharing of the same seed and variant (add_delta_m)
     delta_m_note: str | None = None  # why Δm is undefined, when it is
     supernet: dict[str, Any] | None = None  # the searched supernet's cost and shape
@@ -125,8 +128,11 @@ def result_summary(
         }
         for t in data.tasks
     }
+    failure = judge(data, tasks, result.fit.best_val_loss)
     return {
         "tasks": {t: TaskScore(**v) for t, v in tasks.items()},
+        "status": "failed" if failure else "finished",
+        "failure": failure,
         "params": {t: c["params"] for t, c in arch_cost["per_task"].items()},
         "macs": {t: c["macs"] for t, c in arch_cost["per_task"].items()},
         "total_params": arch_cost["total"]["params"],
@@ -139,6 +145,27 @@ def result_summary(
             "wall_s": result.fit.wall_s,
         },
     }
+
+
+def judge(data: MultiTaskData, tasks: dict[str, dict[str, Any]], best_val: float) -> str | None:
+    """Why a retrained model is not a result, or None.
+
+    Not a result: a metric that is not a finite number, or a best validation objective that
+    does not beat the constant predictor (training mean / class prior; ``docs/metrics.md``).
+    Divergence that stays finite (an MSE of 1e19) fails the second test.
+    """
+    for name, v in tasks.items():
+        bad = [m for m, x in {"val": v["val"], "test": v["test"]}.items() if not math.isfinite(x)]
+        if bad:
+            return f"task '{name}': the {bad[0]} {v['metric']} is not a finite number"
+    constant = constant_objective(data)
+    if not math.isfinite(best_val) or best_val >= constant:
+        return (
+            f"no better than a constant prediction: best validation objective {best_val:.4g} "
+            f">= {constant:.4g} of predicting the training mean / class prior; check the "
+            f"learning rate, epochs and labels"
+        )
+    return None
 
 
 def reference_cost(study: Study, data: MultiTaskData) -> dict[str, Any]:
@@ -218,9 +245,12 @@ def mean_of_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
         )
         for t, v in first["tasks"].items()
     }
+    failures = [s["failure"] for s in samples if s["failure"]]
     return {
         **first,
         "tasks": tasks,
+        "status": "failed" if failures else "finished",
+        "failure": failures[0] if failures else None,
         "total_params": mean([s["total_params"] for s in samples]),
         "total_macs": mean([s["total_macs"] for s in samples]),
         "architecture": {

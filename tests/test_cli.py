@@ -34,6 +34,7 @@ patience = 2
 samples = {samples}
 
 [retrain]
+lr = 3e-2  # enough to beat a constant prediction (else the run fails)
 epochs = 2
 batch_size = 64
 patience = 2
@@ -185,6 +186,7 @@ def test_user_csv_study_end_to_end(tmp_path):
         epochs = 2
         batch_size = 32
         [retrain]
+lr = 3e-2  # enough to beat a constant prediction (else the run fails)
         epochs = 2
         batch_size = 32
     """)
@@ -243,6 +245,7 @@ def test_per_task_file_and_sweep_end_to_end(tmp_path):
         epochs = 1
         batch_size = 16
         [retrain]
+lr = 3e-2  # enough to beat a constant prediction (else the run fails)
         epochs = 1
         batch_size = 16
     """)
@@ -345,3 +348,17 @@ def test_json_outputs_are_strict(tmp_path):
     text = (tmp_path / "r.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"auc": None, "m": [1.0, None]}
+
+
+def test_an_untrained_model_is_a_failed_run_not_a_result(tmp_path, capsys):
+    study = _study(tmp_path, spaces=("no_sharing",), space_params="")
+    text = study.read_text().replace("lr = 3e-2", "lr = 1e-9")
+    study.write_text(text)
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: no better than a constant prediction" in captured.out
+    assert "1 run(s) failed" in captured.err
+    report = json.loads((out / "report.json").read_text())
+    assert report["results"][0]["status"] == "failed" and len(report["failed"]) == 1
+    assert "| no_sharing ✗ |" in (out / "report.md").read_text()

@@ -47,6 +47,7 @@ epochs = 3
 batch_size = 64
 
 [retrain]
+lr = 3e-2  # enough to beat a constant prediction (else the run fails)
 epochs = 3
 batch_size = 64
 """

@@ -31,6 +31,7 @@ epochs = 1
 batch_size = 32
 
 [retrain]
+lr = 3e-2  # enough to beat a constant prediction (else the run fails)
 epochs = 1
 batch_size = 32
 """

@@ -110,3 +110,30 @@ def evaluate(
         losses[t.name] = float(t.loss(out, y))
     model.train(was_training)
     return Evaluation(metrics=metrics, losses=losses)
+
+
+def task_labels(split: SharedSplit | PerTaskSplit, index: int) -> Tensor:
+    """Task ``index``'s labels in a split (NaN = missing)."""
+    return split.y[index] if isinstance(split, PerTaskSplit) else split.y[:, index]
+
+
+def constant_output(task: TaskSpec, train_y: Tensor) -> Tensor:
+    """The best input-free prediction from the training labels: mean, prior logit, log prior."""
+    y = train_y[~torch.isnan(train_y)].double()
+    if task.type == "regression":
+        return y.mean().reshape(1)
+    if task.type == "binary":
+        p = y.mean().clamp(1e-6, 1 - 1e-6)
+        return torch.log(p / (1 - p)).reshape(1)
+    counts = torch.bincount(y.long(), minlength=task.out_dim).double() + 1.0  # add-one prior
+    return torch.log(counts / counts.sum())
+
+
+def constant_objective(data: MultiTaskData) -> float:
+    """Σ_t w_t L_t on validation of the constant predictor: what a trained model must beat."""
+    total = 0.0
+    for i, task in enumerate(data.tasks):
+        y = task_labels(data.val, i)
+        out = constant_output(task, task_labels(data.train, i)).float()
+        total += task.weight * float(task.loss(out.expand(len(y), task.out_dim), y))
+    return total
