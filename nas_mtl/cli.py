@@ -195,7 +195,7 @@ def _search(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from nas_mtl.pipeline import run_search
-    from nas_mtl.rundir import default_out, open_run_dir, prepare_out
+    from nas_mtl.rundir import check_out, default_out, open_run_dir, out_lock, prepare_out
     from nas_mtl.study import load_study
     from nas_mtl.study_data import load_data
 
@@ -204,14 +204,16 @@ def _search(args: argparse.Namespace) -> int:
         study = replace(study, search=replace(study.search, device=args.device))
     seed = args.seed if args.seed is not None else study.seeds[0]
     out = args.out or default_out(study)
-    prepare_out(study, out, overwrite=args.overwrite)
-    for variant in study.variants():
-        run_dir = open_run_dir(out, variant, args.space, seed)
-        data = load_data(study, variant, seed, args.data_dir)
-        _, info = run_search(
-            study.for_variant(variant), args.space, data, seed, run_dir, sys.stderr.isatty()
-        )
-        print(f"{run_dir}: {info}")
+    check_out(out)
+    with out_lock(out):
+        prepare_out(study, out, overwrite=args.overwrite)
+        for variant in study.variants():
+            run_dir = open_run_dir(out, variant, args.space, seed)
+            data = load_data(study, variant, seed, args.data_dir)
+            _, info = run_search(
+                study.for_variant(variant), args.space, data, seed, run_dir, sys.stderr.isatty()
+            )
+            print(f"{run_dir}: {info}")
     return 0
 
 

@@ -34,7 +34,9 @@ from nas_mtl.results import (
     write_result,
 )
 from nas_mtl.rundir import (
+    check_out,
     open_run_dir,
+    out_lock,
     prepare_out,
     replace_run_dir,
     run_rel,
@@ -157,6 +159,34 @@ def run_one(
     return result
 
 
+def _run_all(
+    study: Study,
+    seeds: list[int],
+    out: Path,
+    data_dir: str | Path | None,
+    progress: bool,
+    on_result: Callable[[RunResult], None] | None,
+) -> tuple[list[RunResult], dict[str, Any]]:
+    """Every variant × seed × space (and its random controls), in order."""
+    results: list[RunResult] = []
+    reference: dict[str, Any] = {}
+    for variant in study.variants():
+        vstudy = study.for_variant(variant)
+        for seed in seeds:
+            data = load_data(study, variant, seed, data_dir)
+            reference.setdefault(variant_label(variant), reference_cost(study, data))
+            for space in study.spaces:
+                result = run_one(vstudy, variant, space, seed, data, out, progress)
+                runs = [result]
+                if vstudy.controls.random and result.searched:
+                    runs.append(run_random_control(vstudy, variant, result, data, out, progress))
+                for r in runs:
+                    results.append(r)
+                    if on_result is not None:
+                        on_result(r)
+    return results, reference
+
+
 def run_study(
     study: Study | str | Path,
     out: str | Path,
@@ -183,41 +213,28 @@ def run_study(
         )
     seeds = list(seeds) if seeds is not None else list(study.seeds)
     out = Path(out)
-    prepare_out(study, out, overwrite)
-    start = time.perf_counter()
-    results: list[RunResult] = []
-    reference: dict[str, Any] = {}
-    for variant in study.variants():
-        for seed in seeds:
-            data = load_data(study, variant, seed, data_dir)
-            reference.setdefault(variant_label(variant), reference_cost(study, data))
-            for space in study.spaces:
-                vstudy = study.for_variant(variant)
-                result = run_one(vstudy, variant, space, seed, data, out, progress)
-                runs = [result]
-                if vstudy.controls.random and result.searched:
-                    runs.append(run_random_control(vstudy, variant, result, data, out, progress))
-                for r in runs:
-                    results.append(r)
-                    if on_result is not None:
-                        on_result(r)
-    add_delta_m(results)
-    for r in results:  # result.json and report.json carry the same Δm
-        write_result(out, r)
-    report = {
-        "study": study.name,
-        "study_sha256": study.sha256,
-        "package_version": nas_mtl.__version__,
-        "seeds": seeds,
-        "spaces": list(study.spaces),
-        "settings": {"search": asdict(study.search), "retrain": asdict(study.retrain)},
-        "results": [r.to_json() for r in results],
-        "shared_bottom_cost": reference,  # per data variant: params and MACs, for scale
-        "failed": [f"{r.run_dir}: {r.failure}" for r in results if r.status == "failed"],
-        "wall_s": time.perf_counter() - start,
-    }
-    write_report(out, report)
-    return report
+    check_out(out)  # before the lock file: an unrelated folder gets nothing written into it
+    with out_lock(out):
+        prepare_out(study, out, overwrite)
+        start = time.perf_counter()
+        results, reference = _run_all(study, seeds, out, data_dir, progress, on_result)
+        add_delta_m(results)
+        for r in results:  # result.json and report.json carry the same Δm
+            write_result(out, r)
+        report = {
+            "study": study.name,
+            "study_sha256": study.sha256,
+            "package_version": nas_mtl.__version__,
+            "seeds": seeds,
+            "spaces": list(study.spaces),
+            "settings": {"search": asdict(study.search), "retrain": asdict(study.retrain)},
+            "results": [r.to_json() for r in results],
+            "shared_bottom_cost": reference,  # per data variant: params and MACs, for scale
+            "failed": [f"{r.run_dir}: {r.failure}" for r in results if r.status == "failed"],
+            "wall_s": time.perf_counter() - start,
+        }
+        write_report(out, report)
+        return report
 
 
 def retrain_run(

@@ -22,11 +22,13 @@ ever overwritten or removed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ STUDY_JSON = "study.json"  # a study built in Python has no file: its fields are
 
 OUT_MARKER = ".nas-mtl-out"  # in OUT: this folder is a nas-mtl output folder
 RUN_MARKER = ".nas-mtl-run"  # in each run directory: nas-mtl created it and may replace it
+LOCK = ".nas-mtl-lock"  # holds the PID of the run writing to OUT
 REPORT_FILES = ("report.json", "report.md", STUDY_COPY, STUDY_JSON)
 
 
@@ -89,10 +92,12 @@ def replace_run_dir(out: Path, rel: str) -> Path:
     return run_dir
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: Path) -> None:
+    """OUT must be new, empty (a lock file aside) or a nas-mtl output folder; reads only."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder (new or a nas-mtl output)")
-    if out.is_dir() and any(out.iterdir()) and not (out / OUT_MARKER).exists():
+    others = out.is_dir() and any(p.name != LOCK for p in out.iterdir())
+    if others and not (out / OUT_MARKER).exists():
         raise ConfigError(
             f"--out {out} is not empty and is not a nas-mtl output folder (no {OUT_MARKER}); "
             f"choose a new or empty folder"
@@ -108,6 +113,57 @@ def _clear(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def out_lock(out: Path) -> Iterator[None]:
+    """Hold OUT for this process: a second run on the same OUT stops with a clear message.
+
+    The lock file holds the PID; a lock left by a process that no longer runs (killed) is
+    taken over.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and _alive(holder):
+                raise ConfigError(
+                    f"another nas-mtl run (PID {holder}) is writing to {out}; wait for it to "
+                    f"finish or choose another --out"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def clean_stale_temp_files(out: Path) -> int:
+    """Remove the ``.<name>.<random>.tmp`` files that a killed atomic write left in OUT."""
+    stale = [p for p in out.rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def prepare_out(study: Study, out: Path, overwrite: bool = False) -> None:
     """Create or reuse OUT with a copy of the study.
 
@@ -115,7 +171,7 @@ def prepare_out(study: Study, out: Path, overwrite: bool = False) -> None:
     study is resumed; anything else is refused, except that ``overwrite`` replaces a nas-mtl
     output folder (only what nas-mtl wrote in it).
     """
-    _check_out(out)
+    check_out(out)
     if overwrite and out.is_dir():
         _clear(out)
     try:
@@ -131,6 +187,7 @@ def prepare_out(study: Study, out: Path, overwrite: bool = False) -> None:
                 f"choose another --out, or add --overwrite to replace them"
             )
     write_json_atomic(out / OUT_MARKER, {"tool": "nas-mtl", "study": study.name})
+    clean_stale_temp_files(out)
     if study.path is not None:
         write_bytes_atomic(out / STUDY_COPY, Path(study.path).read_bytes())
     else:

@@ -116,3 +116,39 @@ def test_an_unmarked_run_directory_is_never_removed(tmp_path):
     assert (tmp_path / "default/x/seed_0/data.csv").exists()
     with pytest.raises(ConfigError, match="outside the output folder"):
         replace_run_dir(tmp_path / "out", "../default/x/seed_0")
+
+
+def test_a_second_run_on_a_locked_out_stops_and_a_stale_lock_is_taken_over(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    from nas_mtl.rundir import LOCK, out_lock
+
+    out = tmp_path / "out"
+    with out_lock(out):
+        assert (out / LOCK).read_text() == str(os.getpid())
+    assert not (out / LOCK).exists()  # released
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK).write_text(str(holder.pid))  # another live run
+        study = _write_study(tmp_path, ["no_sharing"])
+        assert main(["run", str(study), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"another nas-mtl run (PID {holder.pid})" in err[0]
+    finally:
+        holder.kill()
+        holder.wait()
+    with out_lock(out):  # its process is gone: the stale lock is taken over
+        assert (out / LOCK).read_text() == str(os.getpid())
+
+
+def test_stale_temp_files_of_a_killed_write_are_removed(tmp_path):
+    from nas_mtl.rundir import clean_stale_temp_files
+
+    run = tmp_path / "default" / "x" / "seed_0"
+    run.mkdir(parents=True)
+    (run / ".result.json.ab12.tmp").write_text("half")
+    (run / "keep.tmp").write_text("not ours: no leading dot")
+    assert clean_stale_temp_files(tmp_path) == 1
+    assert sorted(p.name for p in run.iterdir()) == ["keep.tmp"]
