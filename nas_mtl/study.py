@@ -10,41 +10,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import math
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from nas_mtl.errors import ConfigError, did_you_mean
+from nas_mtl.ranges import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    TRAINING_RULES,
+    check_ranges,
+)
 from nas_mtl.schedules import SCHEDULES
 from nas_mtl.spaces import space_path
 from nas_mtl.tasks import TaskSpec
-
-Rule = tuple[Callable[[Any], bool], str]
-AT_LEAST_1: Rule = (lambda v: v >= 1, "an integer >= 1")
-AT_LEAST_0: Rule = (lambda v: v >= 0, "an integer >= 0")
-POSITIVE: Rule = (lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-NON_NEGATIVE: Rule = (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
-# the training loop's settings, shared by [search] and [retrain]
-TRAINING_RULES: dict[str, Rule] = {
-    "epochs": AT_LEAST_1,
-    "batch_size": AT_LEAST_1,
-    "steps_per_epoch": AT_LEAST_1,
-    "patience": AT_LEAST_1,
-    "weight_decay": NON_NEGATIVE,
-}
-
-
-def check_ranges(where: str, cfg: Any, rules: Mapping[str, Rule]) -> None:
-    """Every number in range before any work starts: one message naming the field and range."""
-    for name, (ok, need) in rules.items():
-        value = getattr(cfg, name)
-        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-            continue  # optional and unset, or a type error reported by the parser
-        if not ok(value):
-            raise ConfigError(f"{where} {name} must be {need}, got {name} = {value!r}")
 
 
 @dataclass(frozen=True)
