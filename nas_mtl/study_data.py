@@ -20,7 +20,16 @@ from nas_mtl.study import Study
 def load_data(
     study: Study, variant: Mapping[str, Any], seed: int, data_dir: str | Path | None = None
 ) -> MultiTaskData:
-    """The study's data for one sweep variant; a user file is resolved next to the study."""
+    """The study's data for one sweep variant, checked complete before any training."""
+    data = _load(study, variant, seed, data_dir)
+    data.check_complete()
+    return data
+
+
+def _load(
+    study: Study, variant: Mapping[str, Any], seed: int, data_dir: str | Path | None
+) -> MultiTaskData:
+    """A built-in data set, or a user file resolved next to the study."""
     d = study.for_variant(variant).data
     if d.name is not None:
         return load_dataset(d.name, data_dir=data_dir, seed=seed, **d.params)

@@ -198,3 +198,29 @@ def test_from_per_task_arrays() -> None:
         from_per_task_arrays("toy", tasks[:1], x=[np.zeros((3, 2))], y=[np.zeros(4)])
     with pytest.raises(DataError, match="task 'a': inputs contain 1 NaN/inf values"):
         from_per_task_arrays("toy", tasks[:1], x=[np.array([[np.inf], [0.0]])], y=[np.zeros(2)])
+
+
+def test_a_study_needs_labels_of_every_task_in_every_split_and_two_binary_classes() -> None:
+    x = torch.randn(6, 2)
+    y = torch.tensor([[1.0, 0.5], [0.0, 0.1], [1.0, 0.2], [0.0, 0.3], [1.0, 0.4], [0.0, 0.5]])
+    specs = (TaskSpec("a", "binary"), TaskSpec("b", "regression"))
+    ok = MultiTaskData("t", specs, (2,), *(SharedSplit(x, y) for _ in range(3)))
+    ok.check_complete()
+    no_val = y.clone()
+    no_val[:, 1] = float("nan")
+    data = MultiTaskData(
+        "t", specs, (2,), SharedSplit(x, y), SharedSplit(x, no_val), SharedSplit(x, no_val)
+    )
+    with pytest.raises(
+        DataError,
+        match=r"task 'b' has no labelled rows in the val and test "
+        r"splits \(labelled train/val/test: 6/0/0\)",
+    ):
+        data.check_complete()
+    one_class = y.clone()
+    one_class[:, 0] = 1.0
+    data = MultiTaskData(
+        "t", specs, (2,), SharedSplit(x, one_class), SharedSplit(x, y), SharedSplit(x, y)
+    )
+    with pytest.raises(DataError, match="binary task 'a' has only label 1 in the training split"):
+        data.check_complete()

@@ -117,6 +117,10 @@ def _label_problem(spec: TaskSpec, y: Tensor) -> str | None:
     return None
 
 
+def _labels_of(split: SharedSplit | PerTaskSplit, t: int) -> Tensor:
+    return split.y[:, t] if isinstance(split, SharedSplit) else split.y[t]
+
+
 @dataclass(frozen=True)
 class MultiTaskData:
     """A multi-task data set: task specs, input shape and train/val/test splits of one kind.
@@ -160,12 +164,36 @@ class MultiTaskData:
                 f"shape {self.input_shape}"
             )
         for t, spec in enumerate(self.tasks):
-            y = self.train.y[:, t] if isinstance(self.train, SharedSplit) else self.train.y[t]
-            if not bool((~torch.isnan(y)).any()):
+            if not bool((~torch.isnan(_labels_of(self.train, t))).any()):
                 raise DataError(
                     f"data set '{self.name}': task '{spec.name}' has no labels in the "
                     "training split"
                 )
+
+    def check_complete(self) -> None:
+        """What a study needs before the first epoch: labelled rows of every task in every split
+        (the counts in the message), and two classes in every binary task's training labels."""
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        for t, spec in enumerate(self.tasks):
+            labels = {k: _labels_of(s, t) for k, s in splits.items()}
+            counts = {k: int((~torch.isnan(y)).sum()) for k, y in labels.items()}
+            empty = [k for k, n in counts.items() if n == 0]
+            if empty:
+                raise DataError(
+                    f"data set '{self.name}': task '{spec.name}' has no labelled rows in the "
+                    f"{' and '.join(empty)} split"
+                    f"{'s' if len(empty) > 1 else ''} (labelled train/val/test: "
+                    f"{'/'.join(str(n) for n in counts.values())}); give more rows or change "
+                    f"split_fractions"
+                )
+            if spec.type == "binary":
+                y = labels["train"][~torch.isnan(labels["train"])]
+                if bool((y == y[0]).all()):
+                    raise DataError(
+                        f"data set '{self.name}': binary task '{spec.name}' has only label "
+                        f"{int(y[0])} in the training split ({counts['train']} rows); it "
+                        f"cannot learn to tell the classes apart"
+                    )
 
     def _check_split(self, split_name: str, split: SharedSplit | PerTaskSplit) -> None:
         where = f"data set '{self.name}', {split_name} split"
