@@ -124,9 +124,16 @@ def components(g: nx.DiGraph) -> list[str]:
     return [n for n, r in g.nodes(data="role") if r == "component"]
 
 
+def check_acyclic(g: nx.DiGraph) -> None:
+    if not nx.is_directed_acyclic_graph(g):
+        cycle = " -> ".join(str(u) for u, _ in nx.find_cycle(g))
+        raise GraphError(f"the routing graph has a cycle: {cycle}; edges must point forward")
+
+
 def node_layers(g: nx.DiGraph) -> dict[str, int]:
     """Every node's layer: its ``layer`` attribute, else its longest-path depth from the input;
     heads without one go after the last component layer. Reads the graph, never changes it."""
+    check_acyclic(g)
     depth: dict[str, int] = {}
     for n in nx.topological_sort(g):
         preds = list(g.predecessors(n))
@@ -171,6 +178,10 @@ def infer_shapes(g: nx.DiGraph) -> dict[str, Shape]:
     return shapes
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def validate(g: nx.DiGraph) -> dict[str, Shape]:
     """Check every rule a supernet relies on; return the node output shapes.
 
@@ -181,9 +192,7 @@ def validate(g: nx.DiGraph) -> dict[str, Shape]:
 
     if INPUT not in g or g.nodes[INPUT].get("role") != "input":
         raise GraphError(f"the graph needs an input node named '{INPUT}' with role 'input'")
-    if not nx.is_directed_acyclic_graph(g):
-        cycle = " -> ".join(str(u) for u, _ in nx.find_cycle(g))
-        raise GraphError(f"the routing graph has a cycle: {cycle}; edges must point forward")
+    check_acyclic(g)
     tasks = list(g.graph.get("tasks", []))
     if not tasks:
         raise GraphError("the graph names no tasks (graph attribute 'tasks')")
@@ -195,11 +204,20 @@ def validate(g: nx.DiGraph) -> dict[str, Shape]:
             COMPONENTS.get(data.get("kind", "<missing>"))
             if not g.in_degree(n):
                 raise GraphError(f"component '{n}' has no incoming edge")
+            if not _positive_int(data.get("width")):
+                raise GraphError(
+                    f"component '{n}': width must be an integer >= 1, got {data.get('width')!r}"
+                )
         if role == "head":
             if data.get("task") not in tasks or n != head_id(data["task"]):
                 raise GraphError(f"head '{n}' must be named 'head:<task>' for a task in {tasks}")
             if g.out_degree(n):
                 raise GraphError(f"head '{n}' has outgoing edges; heads are the graph's sinks")
+            hidden = data.get("params", {}).get("hidden", [])
+            if not all(_positive_int(h) for h in hidden):
+                raise GraphError(
+                    f"head '{n}': tower sizes must be integers >= 1, got tower = {hidden!r}"
+                )
     for t in tasks:
         h = head_id(t)
         if h not in g:

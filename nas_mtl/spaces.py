@@ -102,7 +102,7 @@ def load_space(space: str | Path) -> SpaceFile:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     _check_keys(raw, TOP_KEYS, f"{path}")
-    if ("layers" in raw) == ("nodes" in raw):
+    if ("layers" in raw) == ("nodes" in raw) or ("layers" in raw and "edges" in raw):
         raise ConfigError(f"{path}: give either [[layers]] + [heads] or [[nodes]] + [[edges]]")
     return SpaceFile(
         name=path.stem,
@@ -205,7 +205,9 @@ def _build_layers(g: nx.DiGraph, sf: SpaceFile, res: _Resolver, image: bool) -> 
     for i, entry in enumerate(entries):
         w = f"{where} [[layers]] #{i + 1}"
         _check_keys(entry, LAYER_KEYS, w)
-        repeat = int(res(entry.get("repeat", 1)))
+        repeat = res(entry.get("repeat", 1))
+        if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
+            raise ConfigError(f"{w}: repeat must be an integer >= 1, got repeat = {repeat!r}")
         per_repeat = {k: res(v) for k, v in entry.get("per_repeat", {}).items()}
         for k, v in per_repeat.items():
             if not isinstance(v, list) or len(v) != repeat:
