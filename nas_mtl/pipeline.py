@@ -39,6 +39,7 @@ from nas_mtl.rundir import (
     out_lock,
     prepare_out,
     replace_run_dir,
+    resumable,
     run_rel,
     study_of_run,
     variant_label,
@@ -51,8 +52,10 @@ from nas_mtl.stages.search import search, targets_of
 from nas_mtl.storage import (
     load_architecture,
     load_graph,
+    read_json,
     save_architecture,
     save_graph,
+    write_json_atomic,
 )
 from nas_mtl.study import Study, load_study
 from nas_mtl.study_data import load_data, space_graph
@@ -61,18 +64,37 @@ from nas_mtl.supernet import Supernet, learned_gates
 log = logging.getLogger(__name__)
 
 
+SEARCH_INFO = "search.json"  # written when a search has finished: what it chose
+
+
 def run_search(
-    study: Study, space: str, data: MultiTaskData, seed: int, run_dir: Path, progress: bool = False
+    study: Study,
+    space: str,
+    data: MultiTaskData,
+    seed: int,
+    run_dir: Path,
+    progress: bool = False,
+    resume: bool = False,
 ) -> tuple[Supernet, dict[str, Any]]:
-    """Build the space's supernet and search its gates (spaces without gates skip search)."""
+    """Build the space's supernet and search its gates (spaces without gates skip search).
+
+    With ``resume``, a finished search is read back and an interrupted one continues from its
+    last epoch checkpoint.
+    """
+    if resume and (run_dir / SEARCH_INFO).exists():
+        return load_searched(run_dir), read_json(run_dir / SEARCH_INFO, "search summary")
     torch.manual_seed(seed)
     net = Supernet(space_graph(study, space, data))
     save_graph(net.graph, run_dir / "supernet.json")
     if not learned_gates(net):
-        return net, {"searched": False}
-    result = search(net, data, study.search, seed=seed, run_dir=run_dir, progress=progress)
+        info: dict[str, Any] = {"searched": False}
+        write_json_atomic(run_dir / SEARCH_INFO, info)
+        return net, info
+    result = search(
+        net, data, study.search, seed=seed, run_dir=run_dir, progress=progress, resume=resume
+    )
     chosen = result.history[result.best_epoch] if result.history else {}
-    return result.supernet, {
+    info = {
         "searched": True,
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,
@@ -81,6 +103,8 @@ def run_search(
         "undecided": chosen.get("undecided"),
         "warnings": result.warnings,
     }
+    write_json_atomic(run_dir / SEARCH_INFO, info)
+    return result.supernet, info
 
 
 def run_derive(
@@ -132,8 +156,10 @@ def run_one(
             )
         log.info("%s: finished earlier, reusing result.json", run_dir)
         return finished
-    replace_run_dir(out, rel)  # an unfinished attempt: start this space and seed afresh
-    open_run_dir(out, variant, space, seed)
+    resume = resumable(out, rel, study.sha256)  # an interrupted run of this study continues
+    if not resume:
+        replace_run_dir(out, rel)
+    open_run_dir(out, variant, space, seed, study.sha256)
     provenance = {
         "seed": seed,
         "space": space,
@@ -141,9 +167,15 @@ def run_one(
         "study": study.name,
         "study_sha256": study.sha256,
     }
-    net, search_info = run_search(study, space, data, seed, run_dir, progress)
-    arch = run_derive(net, study, data, seed, run_dir, provenance)
-    retrained = retrain(arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress)
+    net, search_info = run_search(study, space, data, seed, run_dir, progress, resume)
+    derived = run_dir / "architecture.json"
+    if resume and derived.exists():
+        arch = load_architecture(derived).graph
+    else:
+        arch = run_derive(net, study, data, seed, run_dir, provenance)
+    retrained = retrain(
+        arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress, resume=resume
+    )
     result = RunResult(
         space=space,
         seed=seed,

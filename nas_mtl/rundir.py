@@ -195,17 +195,35 @@ def prepare_out(study: Study, out: Path, overwrite: bool = False) -> None:
         write_json_atomic(out / STUDY_JSON, fields)
 
 
-def open_run_dir(out: Path, variant: Mapping[str, Any], space: str, seed: int) -> Path:
+def open_run_dir(
+    out: Path, variant: Mapping[str, Any], space: str, seed: int, study_sha256: str = ""
+) -> Path:
     """``OUT/<variant>/<space>/seed_<s>`` with its marker and context.json (what the run is)."""
     run_dir = _inside(out, out / run_rel(variant, space, seed))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_MARKER).touch()
     study_file = STUDY_COPY if (out / STUDY_COPY).exists() else STUDY_JSON
-    write_json_atomic(
-        run_dir / "context.json",
-        {"study": f"../../../{study_file}", "variant": dict(variant), "space": space, "seed": seed},
-    )
+    context = {
+        "study": f"../../../{study_file}",
+        "study_sha256": study_sha256,
+        "variant": dict(variant),
+        "space": space,
+        "seed": seed,
+    }
+    write_json_atomic(run_dir / "context.json", context)
     return run_dir
+
+
+def resumable(out: Path, rel: str, study_sha256: str) -> bool:
+    """An interrupted run directory of this very study, which can continue where it stopped."""
+    run_dir = _inside(out, out / rel)
+    context = run_dir / "context.json"
+    if not (run_dir / RUN_MARKER).exists() or not context.exists():
+        return False
+    try:
+        return json.loads(context.read_text()).get("study_sha256") == study_sha256
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def study_of_run(run_dir: Path) -> tuple[Study, dict[str, Any]]:

@@ -48,7 +48,9 @@ def retrain(
     seed: int = 0,
     run_dir: str | Path | None = None,
     progress: bool = False,
+    resume: bool = False,
 ) -> RetrainResult:
+    """Train the architecture from scratch; ``resume`` continues from ``run_dir``'s checkpoints."""
     run_dir = Path(run_dir) if run_dir is not None else None
     model = build_model(graph, seed, data.regime)
     fit = train(
@@ -60,6 +62,7 @@ def retrain(
         checkpoint_dir=run_dir / "checkpoints" if run_dir else None,
         progress=progress,
         log_path=run_dir / RETRAIN_LOG if run_dir else None,
+        resume=resume,
     )
     device = resolve_device(cfg.device)
     return RetrainResult(

@@ -44,6 +44,7 @@ from nas_mtl.stages.derive import (
     learned_pairs,
     open_fraction,
 )
+from nas_mtl.stages.diagnostics import UNDECIDED, between, search_warnings, single_path
 from nas_mtl.stages.evaluation import Evaluation
 from nas_mtl.stages.training import (
     EpochVerdict,
@@ -59,7 +60,6 @@ from nas_mtl.supernet import Supernet, hold_gates_open, learned_gates
 log = logging.getLogger(__name__)
 
 SEARCH_LOG = "search_log.jsonl"
-UNDECIDED = (0.2, 0.8)  # an open probability in this band is undecided
 
 
 @dataclass
@@ -205,7 +205,7 @@ class ArchitectureStep(TrainingHooks):
             "greedy_macs": derived_macs(self.net, greedy_edges),
             "derived_val_objective": chosen.val_objective,
             "dead_paths": len(chosen.derived.dead),
-            "single_path": all(_single_path(e) for e in chosen.derived.per_task.values()),
+            "single_path": all(single_path(e) for e in chosen.derived.per_task.values()),
             "annealed": annealed,
             **self.diagnostics(),
             "gates": gate_snapshot(self.net),
@@ -219,8 +219,12 @@ class ArchitectureStep(TrainingHooks):
     def state(self) -> dict[str, Any]:
         return {
             "a_opt": self.optimizer.state_dict(),
-            "multipliers": {k: float(m) for k, m in self.multipliers.items()},
+            "multipliers": {k: m.detach().cpu() for k, m in self.multipliers.items()},
         }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["a_opt"])
+        self.multipliers = {k: m.clone() for k, m in state["multipliers"].items()}
 
     # ------------------------------------------------------------ the objective
     def penalties(self) -> dict[str, Tensor]:
@@ -261,7 +265,7 @@ class ArchitectureStep(TrainingHooks):
         """Per-epoch gate figures for the log and the progress line."""
         undecided = sum(
             (
-                (w.to(g.mask.device) * _between(g.open_probability(), *UNDECIDED)).sum()
+                (w.to(g.mask.device) * between(g.open_probability(), *UNDECIDED)).sum()
                 for (_, _, g), w in zip(self.gates, self.pair_weights, strict=True)
             ),
             torch.zeros(()),
@@ -302,62 +306,6 @@ def targets_of(cfg: SearchConfig) -> Targets:
     return Targets(open=cfg.target_open, macs=cfg.target_macs, tolerance=cfg.target_tolerance)
 
 
-def _between(p: Tensor, low: float, high: float) -> Tensor:
-    return ((p > low) & (p < high)).float()
-
-
-def _single_path(edges: set[tuple[str, str]]) -> bool:
-    """True when no node of the subgraph has more than one incoming edge."""
-    dst = [v for _, v in edges]
-    return len(dst) == len(set(dst))
-
-
-def search_warnings(record: dict[str, Any], targets: Targets) -> list[str]:
-    """Plain-language warnings about the chosen epoch's architecture."""
-    target = targets.open
-    out = []
-    if record.get("undecided", 0.0) > 0.25:
-        out.append(
-            f"the search ended undecided: {record['undecided']:.0%} of gate pairs have an open "
-            f"probability between {UNDECIDED[0]} and {UNDECIDED[1]}; search longer, raise "
-            f"lr_arch, or lower [search] anneal so temperatures reach their end sooner"
-        )
-    if record.get("dead_paths"):
-        out.append(
-            f"{record['dead_paths']} task(s) had no open path and kept their most probable "
-            f"path; raise target_open or lower the penalty"
-        )
-    elif record.get("single_path"):
-        out.append("the search collapsed to one path per task; raise target_open")
-    frac = record.get("open_fraction", 0.0)
-    greedy = record.get("greedy_open_fraction", frac)
-    if target is not None and greedy > target + 0.05 and greedy < 0.95:
-        out.append(
-            f"the gates left {greedy:.0%} of the gated edges open; derive closed the least "
-            f"probable ones to meet target_open = {target}; raise [search] dual_lr or epochs "
-            f"to let the search itself choose"
-        )
-    macs = record.get("greedy_macs")
-    if targets.macs is not None and macs is not None and macs > targets.macs * 1.05:
-        out.append(
-            f"the gates left {macs:,} multiply-adds; derive closed the least probable edges "
-            f"to meet target_macs = {targets.macs:,.0f}; raise [search] dual_lr or epochs to "
-            f"let the search itself choose"
-        )
-    if frac >= 0.95 and target is None and targets.macs is None:
-        out.append(
-            f"the search kept {frac:.0%} of the gated edges; set [search] target_open "
-            f"(e.g. 0.4) or raise l0_weight to find a sparser structure"
-        )
-    elif target is not None and greedy >= 0.95 and target < 0.9:
-        out.append(
-            f"the gates kept {greedy:.0%} of the gated edges open and never approached "
-            f"target_open = {target} (derive pruned the least probable ones); raise [search] "
-            f"dual_lr or epochs so the constraint can act"
-        )
-    return out
-
-
 def search(
     supernet: Supernet,
     data: MultiTaskData,
@@ -367,10 +315,12 @@ def search(
     run_dir: str | Path | None = None,
     progress: bool = False,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = False,
 ) -> SearchResult:
     """Search the gate variables of ``supernet`` on ``data``; returns the selected epoch's net.
 
-    ``on_epoch`` receives each epoch's log record (an Optuna pruner hooks in here).
+    ``on_epoch`` receives each epoch's log record (an Optuna pruner hooks in here); ``resume``
+    continues from the last per-epoch checkpoint in ``run_dir``.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
     step = ArchitectureStep(supernet, data, cfg)
@@ -385,6 +335,7 @@ def search(
         progress=progress,
         log_path=run_dir / SEARCH_LOG if run_dir else None,
         on_epoch=on_epoch,
+        resume=resume,
     )
     chosen = fit.history[fit.best_epoch] if fit.history else {}
     warnings = search_warnings(chosen, targets_of(cfg))

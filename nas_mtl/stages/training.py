@@ -220,6 +220,9 @@ class TrainingHooks:
         """Optimizer and controller states for checkpoints."""
         return {}
 
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` saved (resuming from a checkpoint)."""
+
 
 def train(
     net: Supernet,
@@ -233,6 +236,7 @@ def train(
     progress: bool = False,
     log_path: Path | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = False,
 ) -> FitResult:
     """The one training loop behind search and retraining.
 
@@ -240,11 +244,13 @@ def train(
     penalties, schedules and their own selection rule. Early stopping counts only eligible
     epochs, and the best eligible epoch's state is restored at the end (the last epoch when
     none was eligible). Each epoch appends a JSON line to ``log_path`` and writes
-    ``{stem}_epoch_NNN.pt`` (+ ``{stem}_best.pt``) to ``checkpoint_dir``.
+    ``{stem}_epoch_NNN.pt`` (+ ``{stem}_best.pt``) to ``checkpoint_dir``: weights, optimizer
+    and hook states, RNG states and the early-stopping state, so that ``resume`` continues a
+    killed run from its last epoch and ends exactly where an uninterrupted run ends.
     """
     start = time.perf_counter()
     dev = resolve_device(cfg.device)
-    if log_path is not None:
+    if log_path is not None and not resume:
         log_path.unlink(missing_ok=True)  # the log describes this training only
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -264,7 +270,31 @@ def train(
     def batch_loss(batch: tuple[Tensor, Tensor]) -> Tensor:
         return weighted_loss(_step_losses(net, data, *batch, dev, cfg.amp), tasks)
 
-    bar = tqdm(range(cfg.epochs), desc=stem, disable=not progress, leave=False)
+    first, done = 0, False
+    last = _last_checkpoint(checkpoint_dir, stem) if resume else None
+    if last is not None:
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        net.load_state_dict(state["model"])
+        w_opt.load_state_dict(state["w_opt"])
+        hooks.load_state(state)
+        torch.set_rng_state(state["rng"])
+        gen.set_state(state["gen"])
+        if dev.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], dev)
+        stopper.best, stopper.best_epoch, stopper.bad_epochs = state["stopper"]
+        step, first, done = state["step"], state["epoch"] + 1, state["done"]
+        history = _history_until(log_path, state["epoch"])
+        best_file = checkpoint_dir / f"{stem}_best.pt"  # type: ignore[operator]
+        if stopper.best_epoch >= 0 and best_file.exists():
+            best_state = torch.load(best_file, map_location=dev, weights_only=True)["model"]
+        log.info("%s: resuming after epoch %d from %s", stem, state["epoch"], last)
+    epoch = first - 1
+    bar = tqdm(
+        range(first, cfg.epochs if not done else first),
+        desc=stem,
+        disable=not progress,
+        leave=False,
+    )
     for epoch in bar:
         t0 = time.perf_counter()
         hooks.start_epoch(net, epoch, n_steps_epoch)
@@ -307,12 +337,18 @@ def train(
         history.append(record)
         if log_path is not None:
             append_jsonl(log_path, record)
+        stop = stopper.should_stop and verdict.may_stop
         if checkpoint_dir is not None:
             state = {
                 "epoch": epoch,
                 "step": step,
+                "done": stop or epoch == cfg.epochs - 1,
                 "model": net.state_dict(),
                 "w_opt": w_opt.state_dict(),
+                "rng": torch.get_rng_state(),
+                "gen": gen.get_state(),
+                "stopper": (stopper.best, stopper.best_epoch, stopper.bad_epochs),
+                **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
                 **hooks.state(),
             }
             save_atomic(state, checkpoint_dir / f"{stem}_epoch_{epoch:03d}.pt")
@@ -323,7 +359,7 @@ def train(
             on_epoch(record)
         bar.set_postfix(_postfix(record))
         log.info("%s epoch %d: %s", stem, epoch, _postfix(record))
-        if stopper.should_stop and verdict.may_stop:
+        if stop:
             break
     if best_state is None:  # no eligible epoch (stopped early): keep the last one
         best_state = copy.deepcopy(net.state_dict())
@@ -368,3 +404,23 @@ def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _last_checkpoint(folder: Path | None, stem: str) -> Path | None:
+    """The newest ``{stem}_epoch_NNN.pt`` in ``folder``, or None."""
+    if folder is None:
+        return None
+    files = sorted(folder.glob(f"{stem}_epoch_*.pt"))
+    return files[-1] if files else None
+
+
+def _history_until(log_path: Path | None, last_epoch: int) -> list[dict[str, Any]]:
+    """The log's records up to ``last_epoch`` (rewriting the log without any later line)."""
+    if log_path is None or not log_path.exists():
+        return []
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    kept = [r for r in records if r["epoch"] <= last_epoch]
+    log_path.unlink()
+    for r in kept:
+        append_jsonl(log_path, r)
+    return kept
