@@ -136,3 +136,10 @@ def load_architecture(path: str | Path) -> Architecture:
     g = from_json(data["graph"])
     validate(g)
     return Architecture(graph=g, task_edges=data["task_edges"], provenance=data["provenance"])
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    """One JSON line per record, flushed so a crash keeps every finished epoch."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -9,6 +9,7 @@ from nas_mtl.cost import graph_costs
 from nas_mtl.data import load_dataset
 from nas_mtl.errors import ConfigError
 from nas_mtl.spaces import build_space
+from nas_mtl.stages.batches import halves
 from nas_mtl.stages.derive import (
     Targets,
     capped_decisions,
@@ -19,7 +20,6 @@ from nas_mtl.stages.derive import (
     open_fraction,
 )
 from nas_mtl.stages.search import ArchitectureStep, search
-from nas_mtl.stages.training import halves
 from nas_mtl.study import SearchConfig
 from nas_mtl.supernet import Supernet
 

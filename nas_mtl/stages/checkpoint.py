@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from nas_mtl.storage import append_jsonl
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -28,3 +31,23 @@ def prune_epoch_checkpoints(folder: Path, stem: str, keep: int) -> None:
     files = sorted(folder.glob(f"{stem}_epoch_*.pt"))
     for old in files[: max(0, len(files) - keep)]:
         old.unlink(missing_ok=True)
+
+
+def last_epoch_checkpoint(folder: Path | None, stem: str) -> Path | None:
+    """The newest ``{stem}_epoch_NNN.pt`` in ``folder``, or None."""
+    if folder is None:
+        return None
+    files = sorted(folder.glob(f"{stem}_epoch_*.pt"))
+    return files[-1] if files else None
+
+
+def history_until(log_path: Path | None, last_epoch: int) -> list[dict[str, Any]]:
+    """The log's records up to ``last_epoch`` (rewriting the log without any later line)."""
+    if log_path is None or not log_path.exists():
+        return []
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    kept = [r for r in records if r["epoch"] <= last_epoch]
+    log_path.unlink()
+    for r in kept:
+        append_jsonl(log_path, r)
+    return kept

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
 from nas_mtl.errors import ConfigError
 from nas_mtl.schedules import SchedulePosition
+from nas_mtl.stages.batches import halves, train_batches
 from nas_mtl.stages.budget import MacsModel, expected_excess, expected_open_fraction, expected_usage
 from nas_mtl.stages.candidates import score_architecture
 from nas_mtl.stages.derive import (
@@ -49,9 +50,7 @@ from nas_mtl.stages.evaluation import Evaluation
 from nas_mtl.stages.training import (
     EpochVerdict,
     TrainingHooks,
-    halves,
     train,
-    train_batches,
     train_config,
 )
 from nas_mtl.study import SearchConfig

@@ -7,11 +7,10 @@ data or score a model.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit, per_task_batches, shared_batches
+from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
 from nas_mtl.errors import ConfigError, TrainingError
-from nas_mtl.stages.checkpoint import prune_epoch_checkpoints, save_atomic
+from nas_mtl.stages.batches import steps_in_epoch, train_batches
+from nas_mtl.stages.checkpoint import (
+    history_until,
+    last_epoch_checkpoint,
+    prune_epoch_checkpoints,
+    save_atomic,
+)
 from nas_mtl.stages.evaluation import (
     Evaluation,
     autocast,
@@ -31,37 +36,10 @@ from nas_mtl.stages.evaluation import (
     task_losses,
     weighted_loss,
 )
+from nas_mtl.storage import append_jsonl
 from nas_mtl.supernet import Supernet
 
 log = logging.getLogger(__name__)
-
-
-def steps_per_epoch(data: MultiTaskData, batch_size: int, configured: int | None) -> int:
-    """Per-task data: one pass over the largest task unless configured."""
-    if configured is not None:
-        return configured
-    split = data.train
-    n = max(split.sizes()) if isinstance(split, PerTaskSplit) else len(split)
-    return max(1, math.ceil(n / batch_size))
-
-
-def train_batches(
-    data: MultiTaskData,
-    split: SharedSplit | PerTaskSplit,
-    batch_size: int,
-    steps: int | None,
-    generator: torch.Generator,
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """One epoch of training batches: shared ``(B, *in), (B, T)``; per task ``(T, B, *in), (T, B)``.
-
-    With per-task inputs each step draws one batch per task (the Gumbel-Matrix protocol).
-    """
-    if isinstance(split, PerTaskSplit):
-        yield from per_task_batches(
-            split, batch_size, steps=steps_per_epoch(data, batch_size, steps), generator=generator
-        )
-    else:
-        yield from shared_batches(split, batch_size, shuffle=True, generator=generator)
 
 
 class EarlyStopping:
@@ -94,28 +72,6 @@ def check_finite(loss: Tensor, where: str) -> None:
             f"{where}: the loss became {loss.item()}; lower the learning "
             f"rate or check the data for extreme values"
         )
-
-
-def halves(
-    split: SharedSplit | PerTaskSplit, gen: torch.Generator
-) -> tuple[SharedSplit | PerTaskSplit, SharedSplit | PerTaskSplit]:
-    """Two disjoint random halves (per task for per-task data) for alternating updates."""
-
-    def cut(n: int) -> tuple[Tensor, Tensor]:
-        perm = torch.randperm(n, generator=gen)
-        return perm[: n // 2], perm[n // 2 :]
-
-    if isinstance(split, PerTaskSplit):
-        parts = [cut(x.shape[0]) for x in split.x]
-        return tuple(  # type: ignore[return-value]
-            PerTaskSplit(
-                tuple(x[p[h]] for x, p in zip(split.x, parts, strict=True)),
-                tuple(y[p[h]] for y, p in zip(split.y, parts, strict=True)),
-            )
-            for h in (0, 1)
-        )
-    i, j = cut(len(split))
-    return SharedSplit(split.x[i], split.y[i]), SharedSplit(split.x[j], split.y[j])
 
 
 @dataclass
@@ -261,7 +217,7 @@ def train(
     weights = [p for p in net.parameters() if id(p) not in excluded]
     w_opt = torch.optim.Adam(weights, lr=cfg.lr, weight_decay=cfg.weight_decay)
     split = hooks.training_split(data.train, gen)
-    n_steps_epoch = _steps_in_epoch(data, split, cfg)
+    n_steps_epoch = steps_in_epoch(data, split, cfg.batch_size, cfg.steps_per_epoch)
     stopper = EarlyStopping(cfg.patience)
     best_state = None
     history: list[dict[str, Any]] = []
@@ -271,7 +227,7 @@ def train(
         return weighted_loss(_step_losses(net, data, *batch, dev, cfg.amp), tasks)
 
     first, done = 0, False
-    last = _last_checkpoint(checkpoint_dir, stem) if resume else None
+    last = last_epoch_checkpoint(checkpoint_dir, stem) if resume else None
     if last is not None:
         state = torch.load(last, map_location="cpu", weights_only=True)
         net.load_state_dict(state["model"])
@@ -283,7 +239,7 @@ def train(
             torch.cuda.set_rng_state(state["cuda_rng"], dev)
         stopper.best, stopper.best_epoch, stopper.bad_epochs = state["stopper"]
         step, first, done = state["step"], state["epoch"] + 1, state["done"]
-        history = _history_until(log_path, state["epoch"])
+        history = history_until(log_path, state["epoch"])
         best_file = checkpoint_dir / f"{stem}_best.pt"  # type: ignore[operator]
         if stopper.best_epoch >= 0 and best_file.exists():
             best_state = torch.load(best_file, map_location=dev, weights_only=True)["model"]
@@ -376,14 +332,6 @@ def train(
     )
 
 
-def _steps_in_epoch(
-    data: MultiTaskData, split: SharedSplit | PerTaskSplit, cfg: TrainConfig
-) -> int:
-    if isinstance(split, PerTaskSplit):
-        return steps_per_epoch(data, cfg.batch_size, cfg.steps_per_epoch)
-    return max(1, math.ceil(len(split) / cfg.batch_size))
-
-
 def _postfix(record: Mapping[str, Any]) -> dict[str, str]:
     """The progress line: validation objective and, in search, the gate diagnostics."""
     out = {"val": f"{record['val_objective']:.4f}"}
@@ -397,30 +345,3 @@ def _postfix(record: Mapping[str, Any]) -> dict[str, str]:
         if record.get(key) is not None:
             out[key] = fmt.format(record[key])
     return out
-
-
-def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
-    """One JSON line per record, flushed so a crash keeps every finished epoch."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _last_checkpoint(folder: Path | None, stem: str) -> Path | None:
-    """The newest ``{stem}_epoch_NNN.pt`` in ``folder``, or None."""
-    if folder is None:
-        return None
-    files = sorted(folder.glob(f"{stem}_epoch_*.pt"))
-    return files[-1] if files else None
-
-
-def _history_until(log_path: Path | None, last_epoch: int) -> list[dict[str, Any]]:
-    """The log's records up to ``last_epoch`` (rewriting the log without any later line)."""
-    if log_path is None or not log_path.exists():
-        return []
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    kept = [r for r in records if r["epoch"] <= last_epoch]
-    log_path.unlink()
-    for r in kept:
-        append_jsonl(log_path, r)
-    return kept
