@@ -334,3 +334,19 @@ def test_per_task_missing_labels_are_logged(
         )
     assert data.train.sizes() == (2, 2)
     assert "task 'a' has 1 rows without a label; left out" in caplog.text
+
+
+def test_chunked_csv_read_matches_a_plain_read_and_falls_back_on_late_text(tmp_path):
+    from nas_mtl.data.files import _read_csv
+
+    path = tmp_path / "t.csv"
+    rows = [f"{i * 0.25},{i % 3},{'a' if i % 2 else 'b'},{'' if i == 7 else i}" for i in range(20)]
+    path.write_text("x,k,c,y\n" + "\n".join(rows) + "\n")
+    chunked = _read_csv(path, sample_rows=4, chunk_rows=3)  # many chunks, joined per column
+    plain = pd.read_csv(path)
+    assert list(chunked.columns) == list(plain.columns) and len(chunked) == 20
+    assert chunked["x"].dtype == np.float32 and chunked["c"].tolist() == plain["c"].tolist()
+    np.testing.assert_allclose(chunked["y"].to_numpy(), plain["y"].to_numpy())  # NaN kept
+    late = tmp_path / "late.csv"
+    late.write_text("x,y\n" + "\n".join(f"{i},{i}" for i in range(10)) + "\noops,3\n")
+    assert _read_csv(late, sample_rows=5, chunk_rows=4)["x"].tolist()[-1] == "oops"

@@ -148,18 +148,16 @@ def encode_features(
             f"{where}: non-numeric feature columns {', '.join(examples)} were not declared "
             "categorical; add them to categorical=[...] (one-hot) or drop them from features"
         )
-    numeric_values: dict[str, np.ndarray] = {}
     problems = []
-    for c in features:
+    for c in features:  # one column at a time: a large table is never held twice as float64
         if c in categorical_set:
             continue
-        values = frame[c].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
+        values = _column(frame, c, rows)
         n_nan = int(np.isnan(values).sum())
         n_inf = int(np.isinf(values).sum())
         if n_nan or n_inf:
             parts = [f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "inf")) if n]
             problems.append(f"'{c}' ({', '.join(parts)})")
-        numeric_values[c] = values
     if problems:
         raise DataError(
             f"{where}: feature columns contain missing or infinite values: {', '.join(problems)}; "
@@ -186,7 +184,7 @@ def encode_features(
             x[np.arange(rows.size), col + codes] = 1.0
             names.extend(f"{c}={v}" for v in categories)
             continue
-        values = numeric_values[c]
+        values = _column(frame, c, rows)
         train = values[:train_rows]
         mean = float(train.mean())
         std = float(train.std())
@@ -198,6 +196,11 @@ def encode_features(
         x[:, col] = (values - mean) / std
         names.append(c)
     return x, tuple(names)
+
+
+def _column(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:
+    """One numeric feature column at ``rows`` as float64 (NaN for missing)."""
+    return frame[name].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
 
 
 def _binary_values(series: pd.Series, spec: TaskSpec, where: str) -> np.ndarray:

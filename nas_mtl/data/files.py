@@ -89,7 +89,7 @@ def read_frame(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: no such file")
     if ext in (".csv", ".csv.gz"):
         try:
-            frame = pd.read_csv(path)
+            frame = _read_csv(path)
         except pd.errors.EmptyDataError:
             raise DataError(f"{path} is empty: no header and no rows") from None
     elif ext == ".parquet":
@@ -107,3 +107,33 @@ def read_frame(path: str | Path) -> pd.DataFrame:
         )
     frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+def _read_csv(path: Path, sample_rows: int = 2000, chunk_rows: int = 65536) -> pd.DataFrame:
+    """A CSV read in chunks, with float32 columns where a sample of rows shows plain numbers.
+
+    Parsing a whole file at once as float64 held its numbers several times over (a 1e6 × 50
+    table of 200 MB as float32 peaked at 6.8× that; docs/data.md, "Memory"). Chunks of float32
+    columns are joined one column at a time, so the peak stays near the table itself. Columns
+    that look like numbers in the sample but hold text further down fall back to a plain read:
+    nothing is lost, only memory.
+    """
+    sample = pd.read_csv(path, nrows=sample_rows)
+    numeric = {
+        c: "float32"  # exact for integer labels and codes below 2^24
+        for c in sample.columns
+        if pd.api.types.is_float_dtype(sample[c]) or pd.api.types.is_integer_dtype(sample[c])
+    }
+    try:
+        parts: dict[str, list[np.ndarray]] = {str(c): [] for c in sample.columns}
+        for chunk in pd.read_csv(path, dtype=numeric, chunksize=chunk_rows):
+            for c in chunk.columns:
+                parts[str(c)].append(chunk[c].to_numpy())
+    except (ValueError, OverflowError):
+        return pd.read_csv(path)
+    columns = {}
+    for c in list(parts):
+        pieces = parts.pop(c)
+        columns[c] = np.concatenate(pieces) if pieces else np.empty(0)
+        del pieces
+    return pd.DataFrame(columns, copy=False)
