@@ -34,3 +34,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 class TrainingError(NasMtlError):
     """Training could not go on (the loss became NaN/inf)."""
+
+
+class CheckpointError(NasMtlError):
+    """A checkpoint file in a run directory cannot be read."""

@@ -45,6 +45,7 @@ from nas_mtl.rundir import (
     variant_label,
 )
 from nas_mtl.stages.candidates import choose_architecture
+from nas_mtl.stages.checkpoint import load_checkpoint
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.evaluation import resolve_device
 from nas_mtl.stages.retrain import retrain
@@ -130,7 +131,7 @@ def load_searched(run_dir: Path) -> Supernet:
     net = Supernet(load_graph(run_dir / "supernet.json"))
     best = run_dir / "checkpoints" / "search_best.pt"
     if best.exists():
-        net.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model"])
+        net.load_state_dict(load_checkpoint(best)["model"])
     return net
 
 

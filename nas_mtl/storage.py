@@ -47,6 +47,13 @@ def from_json(data: Mapping[str, Any]) -> nx.DiGraph:
     return json_graph.node_link_graph(dict(data), directed=True, edges="edges")
 
 
+def file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file: 0666 minus the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write via a temp file + rename so a crash never leaves a half-written result."""
     path = Path(path)
@@ -55,6 +62,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 would hide results from a user's group
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -200,6 +200,12 @@ def test_bad_flags_and_run_directories(tmp_path, capsys):
     assert main(["search", str(study), "--space", "snr_trans", "--out", str(out)]) == 0
     capsys.readouterr()
     run = out / "default" / "snr_trans" / "seed_0"
+    best = run / "checkpoints" / "search_best.pt"
+    good = best.read_bytes()
+    best.write_bytes(good[: len(good) // 2])  # a truncated checkpoint
+    assert main(["derive", str(run)]) == 2
+    _expect_one_line(capsys, "search_best.pt cannot be read")
+    best.write_bytes(good)
     (run / "supernet.json").write_text("{ truncated")
     assert main(["derive", str(run)]) == 2
     _expect_one_line(capsys, "supernet.json")

@@ -350,3 +350,10 @@ def test_chunked_csv_read_matches_a_plain_read_and_falls_back_on_late_text(tmp_p
     late = tmp_path / "late.csv"
     late.write_text("x,y\n" + "\n".join(f"{i},{i}" for i in range(10)) + "\noops,3\n")
     assert _read_csv(late, sample_rows=5, chunk_rows=4)["x"].tolist()[-1] == "oops"
+
+
+def test_complex_npz_columns_are_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    np.savez(path, x=np.array([1 + 2j, 3 + 0j, 1j]), y=np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(DataError, match="array 'x' holds complex numbers"):
+        load_table(path, tasks=[TaskSpec("y", "regression")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -105,6 +106,10 @@ def test_overwrite_replaces_only_what_nas_mtl_wrote(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["run", str(other), "--out", str(out), "--overwrite"]) == 0
     assert (out / "notes.txt").read_text() == "mine"
+    umask = os.umask(0)
+    os.umask(umask)
+    for written in ("report.json", "default/no_sharing/seed_0/result.json"):
+        assert (out / written).stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     assert json.loads((out / "report.json").read_text())["study"] == "other"
 
 

@@ -61,6 +61,11 @@ def _read_npz(path: Path) -> pd.DataFrame:
     if not columns:
         raise DataError(f"{path} is empty: the NPZ file holds no arrays")
     for name, arr in columns.items():
+        if arr.dtype.kind == "c":
+            raise DataError(
+                f"{path}: array '{name}' holds complex numbers; save its real and imaginary "
+                "parts as two columns (arr.real, arr.imag)"
+            )
         if arr.ndim != 1:
             raise DataError(
                 f"{path}: array '{name}' has shape {arr.shape}; a table NPZ needs one 1-D array "

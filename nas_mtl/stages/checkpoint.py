@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from nas_mtl.storage import append_jsonl
+from nas_mtl.errors import CheckpointError
+from nas_mtl.storage import append_jsonl, file_mode
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
@@ -20,10 +21,26 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint written by nas-mtl; a broken file is a one-line error naming it.
+
+    Loading is always ``weights_only=True`` (tensors and plain containers, never code), so a
+    crafted file cannot run anything; a file that fails that is treated as corrupt.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, not a checkpoint, or holding objects beyond weights
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}); it is corrupt or not "
+            f"nas-mtl's: delete it (or its run directory) and rerun that stage"
+        ) from None
 
 
 def prune_epoch_checkpoints(folder: Path, stem: str, keep: int) -> None:

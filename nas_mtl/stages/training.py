@@ -25,6 +25,7 @@ from nas_mtl.stages.batches import steps_in_epoch, train_batches
 from nas_mtl.stages.checkpoint import (
     history_until,
     last_epoch_checkpoint,
+    load_checkpoint,
     prune_epoch_checkpoints,
     save_atomic,
 )
@@ -229,7 +230,7 @@ def train(
     first, done = 0, False
     last = last_epoch_checkpoint(checkpoint_dir, stem) if resume else None
     if last is not None:
-        state = torch.load(last, map_location="cpu", weights_only=True)
+        state = load_checkpoint(last)
         net.load_state_dict(state["model"])
         w_opt.load_state_dict(state["w_opt"])
         hooks.load_state(state)
@@ -242,7 +243,7 @@ def train(
         history = history_until(log_path, state["epoch"])
         best_file = checkpoint_dir / f"{stem}_best.pt"  # type: ignore[operator]
         if stopper.best_epoch >= 0 and best_file.exists():
-            best_state = torch.load(best_file, map_location=dev, weights_only=True)["model"]
+            best_state = load_checkpoint(best_file, dev)["model"]
         log.info("%s: resuming after epoch %d from %s", stem, state["epoch"], last)
     epoch = first - 1
     bar = tqdm(
