@@ -130,10 +130,10 @@ def out_lock(out: Path) -> Iterator[None]:
     The lock file holds the PID; a lock left by a process that no longer runs (killed) is
     taken over.
     """
-    out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK
     for _ in range(2):
         try:
+            out.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             try:
@@ -147,6 +147,8 @@ def out_lock(out: Path) -> Iterator[None]:
                 ) from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
             continue
+        except OSError as e:  # read-only, under a file, no space ...
+            raise ConfigError(f"cannot write to --out {out}: {e.strerror}") from None
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         break

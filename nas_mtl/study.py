@@ -49,6 +49,7 @@ class DataConfig:
     n_classes: int | None = None  # per-task file, multiclass: classes per task
     weights: Mapping[str, float] | None = None  # per-task file: {task: w_t}; others weigh 1
     metric: str | None = None  # per-task file: primary metric of every task
+    encoding: str = "utf-8"  # a user CSV's text encoding
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ def _load(
             split_column=d.split_column,
             split_fractions=d.split_fractions,
             seed=seed,
+            encoding=d.encoding,
         )
     return load_table(
         path,
@@ -59,6 +60,7 @@ def _load(
         split_column=d.split_column,
         split_fractions=d.split_fractions,
         seed=seed,
+        encoding=d.encoding,
     )
 
 

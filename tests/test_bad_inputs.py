@@ -94,6 +94,10 @@ SPACE_CASES = [
     ("repeat", ('repeat = "$layers"', "repeat = -2"), "repeat"),
 ]
 
+LATIN1 = "x1,x2,y,flag,city\n" + "".join(
+    f"{i / 10},{i % 3},{i * 0.5},{i % 2},{'Zürich' if i % 2 else 'Köln'}\n" for i in range(40)
+)
+
 DATA_CASES = [
     ("label-missing", CSV_STUDY.replace('{ name = "y" }', '{ name = "yy" }'), CSV, "yy"),
     ("binary-2", CSV_STUDY, CSV.replace(",1\n", ",2\n"), "flag"),
@@ -105,6 +109,19 @@ DATA_CASES = [
         "flag",
     ),
     ("empty", CSV_STUDY, "x1,x2,y,flag\n", "table.csv"),
+    ("dup-columns", CSV_STUDY, CSV.replace("x1,x2,", "x1,x1,", 1), "appear more than once: x1"),
+    (
+        "latin-1",
+        CSV_STUDY.replace("tasks =", 'categorical = ["city"]\ntasks ='),
+        LATIN1,
+        "is not utf-8 text",
+    ),
+    (
+        "bad-encoding-name",
+        CSV_STUDY.replace("tasks =", 'encoding = "klingon"\ntasks ='),
+        CSV,
+        "unknown text encoding 'klingon'",
+    ),
     ("text-feature", CSV_STUDY, CSV.replace("0.5,", "abc,", 1), "x"),
 ]
 
@@ -179,7 +196,7 @@ def test_bad_space_files(tmp_path, capsys, case, edit, message):
 
 @pytest.mark.parametrize("case, study, table, message", DATA_CASES, ids=[c[0] for c in DATA_CASES])
 def test_bad_data_files(tmp_path, capsys, case, study, table, message):
-    (tmp_path / "table.csv").write_text(table)
+    (tmp_path / "table.csv").write_bytes(table.encode("latin-1" if case == "latin-1" else "utf-8"))
     _run_expecting(tmp_path, capsys, study, message)
 
 
@@ -215,3 +232,16 @@ def test_bad_flags_and_run_directories(tmp_path, capsys):
     (run / "architecture.json").write_text(json.dumps({"format": "x"}))
     assert main(["retrain", str(run)]) == 2
     _expect_one_line(capsys, "architecture")
+
+
+def test_a_latin_1_file_loads_with_its_encoding(tmp_path, capsys):
+    (tmp_path / "table.csv").write_bytes(LATIN1.encode("latin-1"))
+    study = CSV_STUDY.replace("tasks =", 'encoding = "latin-1"\ncategorical = ["city"]\ntasks =')
+    (tmp_path / "ok.toml").write_text(
+        study.replace('"snr_trans"]', "]").replace(
+            "snr_trans = { subnetworks = 2, width = 4 }\n", ""
+        )
+    )
+    assert main(["run", str(tmp_path / "ok.toml"), "--out", str(tmp_path / "out")]) in (0, 1)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {r["space"] for r in report["results"]} == {"no_sharing"}

@@ -78,11 +78,12 @@ def _read_npz(path: Path) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def read_frame(path: str | Path) -> pd.DataFrame:
+def read_frame(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     """Read a user table (``.csv``, ``.csv.gz``, ``.parquet`` or ``.npz``) into a DataFrame.
 
-    CSV: a header row; empty cells (and pandas' usual ``NA``/``NaN`` spellings) are missing.
-    NPZ: one 1-D array per column, all of the same length.
+    CSV: a header row of distinct names, text in ``encoding`` (default UTF-8); empty cells (and
+    pandas' usual ``NA``/``NaN`` spellings) are missing. NPZ: one 1-D array per column, all of
+    the same length.
     """
     path = Path(path)
     ext = _extension(path)
@@ -94,9 +95,17 @@ def read_frame(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: no such file")
     if ext in (".csv", ".csv.gz"):
         try:
-            frame = _read_csv(path)
+            frame = _read_csv(path, encoding)
         except pd.errors.EmptyDataError:
             raise DataError(f"{path} is empty: no header and no rows") from None
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{path} is not {encoding} text (byte 0x{e.object[e.start]:02x} at offset "
+                f"{e.start}); save it as UTF-8, or give its encoding, e.g. encoding = "
+                f"'latin-1' in [data]"
+            ) from None
+        except LookupError:
+            raise ConfigError(f"{path}: unknown text encoding {encoding!r}") from None
     elif ext == ".parquet":
         try:
             frame = pd.read_parquet(path)
@@ -114,7 +123,9 @@ def read_frame(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def _read_csv(path: Path, sample_rows: int = 2000, chunk_rows: int = 65536) -> pd.DataFrame:
+def _read_csv(
+    path: Path, encoding: str = "utf-8", sample_rows: int = 2000, chunk_rows: int = 65536
+) -> pd.DataFrame:
     """A CSV read in chunks, with float32 columns where a sample of rows shows plain numbers.
 
     Parsing a whole file at once as float64 held its numbers several times over (a 1e6 × 50
@@ -123,7 +134,13 @@ def _read_csv(path: Path, sample_rows: int = 2000, chunk_rows: int = 65536) -> p
     that look like numbers in the sample but hold text further down fall back to a plain read:
     nothing is lost, only memory.
     """
-    sample = pd.read_csv(path, nrows=sample_rows)
+    header = [str(h) for h in pd.read_csv(path, nrows=1, header=None, encoding=encoding).iloc[0]]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise DataError(
+            f"{path}: columns appear more than once: {', '.join(repeated)}; rename them"
+        )
+    sample = pd.read_csv(path, nrows=sample_rows, encoding=encoding)
     numeric = {
         c: "float32"  # exact for integer labels and codes below 2^24
         for c in sample.columns
@@ -131,11 +148,11 @@ def _read_csv(path: Path, sample_rows: int = 2000, chunk_rows: int = 65536) -> p
     }
     try:
         parts: dict[str, list[np.ndarray]] = {str(c): [] for c in sample.columns}
-        for chunk in pd.read_csv(path, dtype=numeric, chunksize=chunk_rows):
+        for chunk in pd.read_csv(path, dtype=numeric, chunksize=chunk_rows, encoding=encoding):
             for c in chunk.columns:
                 parts[str(c)].append(chunk[c].to_numpy())
     except (ValueError, OverflowError):
-        return pd.read_csv(path)
+        return pd.read_csv(path, encoding=encoding)
     columns = {}
     for c in list(parts):
         pieces = parts.pop(c)

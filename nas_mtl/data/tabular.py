@@ -122,6 +122,7 @@ def load_table(
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     name: str | None = None,
+    encoding: str = "utf-8",
 ) -> MultiTaskData:
     """Load a shared-input table (``.csv``, ``.csv.gz``, ``.parquet``, ``.npz``).
 
@@ -150,7 +151,7 @@ def load_table(
     if not tasks:
         raise ConfigError(f"{where}: give at least one TaskSpec in tasks=[...]")
     _check_unique([t.name for t in tasks], "task names")
-    frame = read_frame(path)
+    frame = read_frame(path, encoding)
     check_columns(frame, [t.label_column for t in tasks], where=where, what="label")
     reserved = {t.label_column: f"label of task '{t.name}'" for t in tasks}
     if split_column is not None:
@@ -205,6 +206,7 @@ def load_per_task_table(
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     name: str | None = None,
+    encoding: str = "utf-8",
 ) -> MultiTaskData:
     """Load a per-task table: one example per row, ``task_column`` names the row's task.
 
@@ -229,7 +231,7 @@ def load_per_task_table(
     """
     path = Path(path)
     where = str(path)
-    frame = read_frame(path)
+    frame = read_frame(path, encoding)
     check_columns(frame, [task_column, label_column], where=where, what="task/label")
     if task_column == label_column:
         raise ConfigError(
