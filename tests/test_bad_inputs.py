@@ -109,6 +109,7 @@ DATA_CASES = [
         "flag",
     ),
     ("empty", CSV_STUDY, "x1,x2,y,flag\n", "table.csv"),
+    ("huge-feature", CSV_STUDY, CSV.replace("0.1,", "1e300,", 1), "'x1' (1 inf)"),
     ("dup-columns", CSV_STUDY, CSV.replace("x1,x2,", "x1,x1,", 1), "appear more than once: x1"),
     (
         "latin-1",
@@ -207,6 +208,8 @@ def test_bad_flags_and_run_directories(tmp_path, capsys):
     a_file.write_text("x")
     assert main(["run", str(study), "--out", str(a_file)]) == 2
     _expect_one_line(capsys, "is a file")
+    assert main(["run", str(study), "--out", str(a_file / "under")]) == 2
+    _expect_one_line(capsys, "cannot write to --out")
     assert main(["run", str(study), "--out", str(tmp_path / "o"), "--device", "tpu"]) == 2
     _expect_one_line(capsys, "tpu")
     assert main(["derive", str(tmp_path)]) == 2

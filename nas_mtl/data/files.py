@@ -8,6 +8,7 @@ is reported with its full path and where the data set comes from.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +149,12 @@ def _read_csv(
     }
     try:
         parts: dict[str, list[np.ndarray]] = {str(c): [] for c in sample.columns}
-        for chunk in pd.read_csv(path, dtype=numeric, chunksize=chunk_rows, encoding=encoding):
-            for c in chunk.columns:
-                parts[str(c)].append(chunk[c].to_numpy())
+        with warnings.catch_warnings():  # a value beyond float32 becomes inf, which the
+            warnings.simplefilter("ignore", RuntimeWarning)  # feature checks then report
+            reader = pd.read_csv(path, dtype=numeric, chunksize=chunk_rows, encoding=encoding)
+            for chunk in reader:
+                for c in chunk.columns:
+                    parts[str(c)].append(chunk[c].to_numpy())
     except (ValueError, OverflowError):
         return pd.read_csv(path, encoding=encoding)
     columns = {}
