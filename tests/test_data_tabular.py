@@ -357,3 +357,15 @@ def test_complex_npz_columns_are_refused(tmp_path):
     np.savez(path, x=np.array([1 + 2j, 3 + 0j, 1j]), y=np.array([1.0, 2.0, 3.0]))
     with pytest.raises(DataError, match="array 'x' holds complex numbers"):
         load_table(path, tasks=[TaskSpec("y", "regression")])
+
+
+def test_large_nearly_constant_numbers_stay_float64_when_read(tmp_path):
+    from nas_mtl.data.files import _read_csv
+
+    path = tmp_path / "t.csv"
+    stamps = [1_700_000_000 + 7 * i for i in range(10)]  # 1 s resolution matters here
+    path.write_text("t,big,x\n" + "".join(f"{t}.5,{2**30 + i},{i}\n" for i, t in enumerate(stamps)))
+    frame = _read_csv(path)
+    assert frame["x"].dtype == np.float32
+    assert frame["t"].dtype == np.float64 and frame["t"].iloc[1] == stamps[1] + 0.5
+    assert frame["big"].iloc[3] == 2**30 + 3  # integers beyond 2^24 stay exact

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api import types as ptypes
 
 from nas_mtl.errors import ConfigError, DataError
 
@@ -124,6 +125,24 @@ def read_frame(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     return frame
 
 
+def _float32_is_enough(column: pd.Series) -> bool:
+    """Whether float32 keeps what matters of a numeric column, judged on a sample of rows.
+
+    Integers must stay exact (below 2^24); other numbers must vary by at least 1e-3 of their
+    magnitude, so that standardizing them keeps about four significant digits (a Unix
+    timestamp, large and nearly constant, stays float64).
+    """
+    if not (ptypes.is_float_dtype(column) or ptypes.is_integer_dtype(column)):
+        return False
+    values = column.dropna().to_numpy(dtype=np.float64)
+    if values.size == 0:
+        return True
+    magnitude = float(np.abs(values).max())
+    if ptypes.is_integer_dtype(column):
+        return magnitude < 2**24
+    return magnitude == 0.0 or float(values.max() - values.min()) >= 1e-3 * magnitude
+
+
 def _read_csv(
     path: Path, encoding: str = "utf-8", sample_rows: int = 2000, chunk_rows: int = 65536
 ) -> pd.DataFrame:
@@ -142,11 +161,7 @@ def _read_csv(
             f"{path}: columns appear more than once: {', '.join(repeated)}; rename them"
         )
     sample = pd.read_csv(path, nrows=sample_rows, encoding=encoding)
-    numeric = {
-        c: "float32"  # exact for integer labels and codes below 2^24
-        for c in sample.columns
-        if pd.api.types.is_float_dtype(sample[c]) or pd.api.types.is_integer_dtype(sample[c])
-    }
+    numeric = {c: "float32" for c in sample.columns if _float32_is_enough(sample[c])}
     try:
         parts: dict[str, list[np.ndarray]] = {str(c): [] for c in sample.columns}
         with warnings.catch_warnings():  # a value beyond float32 becomes inf, which the

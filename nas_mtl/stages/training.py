@@ -207,7 +207,8 @@ def train(
     """
     start = time.perf_counter()
     dev = resolve_device(cfg.device)
-    if log_path is not None and not resume:
+    last = last_epoch_checkpoint(checkpoint_dir, stem) if resume else None
+    if log_path is not None and last is None:
         log_path.unlink(missing_ok=True)  # the log describes this training only
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -228,7 +229,6 @@ def train(
         return weighted_loss(_step_losses(net, data, *batch, dev, cfg.amp), tasks)
 
     first, done = 0, False
-    last = last_epoch_checkpoint(checkpoint_dir, stem) if resume else None
     if last is not None:
         state = load_checkpoint(last)
         net.load_state_dict(state["model"])
