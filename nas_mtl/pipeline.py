@@ -35,6 +35,7 @@ from nas_mtl.results import (
 )
 from nas_mtl.rundir import (
     check_out,
+    check_run_names,
     open_run_dir,
     out_lock,
     prepare_out,
@@ -246,6 +247,7 @@ def run_study(
         )
     seeds = list(seeds) if seeds is not None else list(study.seeds)
     out = Path(out)
+    check_run_names(study)
     check_out(out)  # before the lock file: an unrelated folder gets nothing written into it
     with out_lock(out):
         prepare_out(study, out, overwrite)

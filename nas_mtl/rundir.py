@@ -69,6 +69,19 @@ def run_rel(variant: Mapping[str, Any], space: str, seed: int) -> str:
     return f"{variant_label(variant)}/{safe_name(space)}/seed_{int(seed)}"
 
 
+def check_run_names(study: Study) -> None:
+    """Two spaces (say ``a/x.toml`` and ``b/x.toml``) must not share a run folder name."""
+    seen: dict[str, str] = {}
+    for space in study.spaces:
+        name = safe_name(space)
+        if name in seen:
+            raise ConfigError(
+                f"spaces {seen[name]!r} and {space!r} would share the run folder '{name}'; "
+                f"rename one of the files"
+            )
+        seen[name] = space
+
+
 def default_out(study: Study) -> Path:
     return Path("runs") / safe_name(study.name)
 
@@ -152,6 +165,8 @@ def out_lock(out: Path) -> Iterator[None]:
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         break
+    else:  # the lock changed hands twice while we looked: someone else is starting here
+        raise ConfigError(f"another nas-mtl run is starting in {out}; choose another --out")
     try:
         yield
     finally:
@@ -173,6 +188,7 @@ def prepare_out(study: Study, out: Path, overwrite: bool = False) -> None:
     study is resumed; anything else is refused, except that ``overwrite`` replaces a nas-mtl
     output folder (only what nas-mtl wrote in it).
     """
+    check_run_names(study)
     check_out(out)
     if overwrite and out.is_dir():
         _clear(out)

@@ -157,3 +157,13 @@ def test_stale_temp_files_of_a_killed_write_are_removed(tmp_path):
     (run / "keep.tmp").write_text("not ours: no leading dot")
     assert clean_stale_temp_files(tmp_path) == 1
     assert sorted(p.name for p in run.iterdir()) == ["keep.tmp"]
+
+
+def test_two_space_files_with_one_stem_are_refused(tmp_path, capsys):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(ROOT / "search_spaces" / "no_sharing.toml", tmp_path / folder / "x.toml")
+    study = _write_study(tmp_path, [str(tmp_path / "a" / "x.toml"), str(tmp_path / "b" / "x.toml")])
+    assert main(["run", str(study), "--out", str(tmp_path / "out")]) == 2
+    assert "would share the run folder 'x'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
