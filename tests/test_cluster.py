@@ -5,8 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import adjusted_rand_score
 
-from nas_mtl.cluster import ari, cluster_edge_sets, groups_to_labels, jaccard_distances
+from nas_mtl.cluster import (
+    allocation_embedding,
+    ari,
+    cluster_edge_sets,
+    cluster_tasks,
+    consensus,
+    groups_to_labels,
+    jaccard_distances,
+    similarity,
+    stability,
+)
 from nas_mtl.data import load_dataset
 from nas_mtl.spaces import build_space
 from nas_mtl.stages.derive import derive
@@ -52,3 +63,61 @@ def test_gumbel_matrix_search_recovers_planted_groups():
         truth = groups_to_labels([data.task_names[i : i + 4] for i in (0, 4, 8)])
         scores.append(ari(cluster_edge_sets(edges, k=3), truth))
     assert np.mean(scores) >= 0.9, scores
+
+
+def _blocks(groups, width=4, noise=0.0, seed=0):
+    """Tasks of group g use components g*width .. g*width+width-1 (plus optional noise)."""
+    rng = np.random.default_rng(seed)
+    n = sum(groups)
+    m = np.zeros((n, len(groups) * width))
+    row = 0
+    for g, size in enumerate(groups):
+        m[row : row + size, g * width : (g + 1) * width] = 1.0
+        row += size
+    return np.clip(m + noise * rng.random(m.shape), 0, 1)
+
+
+@pytest.mark.parametrize("method", ["agglomerative", "spectral"])
+@pytest.mark.parametrize("metric", ["cosine", "jaccard"])
+def test_silhouette_finds_the_number_of_blocks(method, metric):
+    groups = [3, 4, 3]
+    m = _blocks(groups) if metric == "jaccard" else _blocks(groups, noise=0.1)
+    found = cluster_tasks(similarity(m, metric), method=method)
+    truth = np.repeat(np.arange(3), groups)
+    assert found.k == 3 and adjusted_rand_score(truth, found.labels) == 1.0
+    assert found.silhouette is not None and found.silhouette > 0.5
+
+
+def test_similarity_rows_and_errors():
+    m = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    cos = similarity(m)
+    assert cos[0, 1] == pytest.approx(1.0) and cos[0, 2] == pytest.approx(0.0)
+    assert cos[3, 3] == 0.0  # a task with no allocation is similar to nothing
+    assert similarity(m, "jaccard")[0, 1] == 1.0
+    with pytest.raises(ValueError, match="'cosine' or 'jaccard'"):
+        similarity(m, "euclid")
+
+
+def test_stability_and_consensus_of_several_seeds():
+    truth = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    flipped = np.array([1, 1, 1, 0, 0, 0, 2, 2])  # the same partition, other names
+    noisy = np.array([0, 0, 1, 1, 1, 1, 2, 2])
+    assert stability([truth, flipped]) == 1.0
+    assert stability([truth, noisy]) < 1.0
+    assert adjusted_rand_score(truth, consensus([truth, flipped, noisy], 3)) == 1.0
+
+
+def test_allocation_embedding_of_a_derived_architecture():
+    from nas_mtl.graph import add_component, add_head, connect, new_graph
+
+    g = new_graph((4,), {"a": 1, "b": 1, "c": 1})
+    for name, users in (("c1", ["a", "b"]), ("c2", ["c"])):
+        add_component(g, name, "mlp", 4)
+        g.nodes[name]["tasks"] = users
+        connect(g, "input", name)
+    for task, comp in (("a", "c1"), ("b", "c1"), ("c", "c2")):
+        add_head(g, task)
+        connect(g, comp, f"head:{task}")
+    emb = allocation_embedding(g)
+    assert emb.tasks == ("a", "b", "c") and emb.components == ("c1", "c2")
+    assert emb.matrix.tolist() == [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
