@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrain", help="retrain a run directory's architecture.json")
     p.add_argument("run_dir", type=Path)
     _common(p, out=False)
+    p = sub.add_parser("cluster", help="group the tasks by the architectures a search derived")
+    p.add_argument("path", type=Path, help="a run directory, or a study's output folder")
+    p.add_argument("--k", type=int, default=None, help="number of groups (default: silhouette)")
+    p.add_argument("--metric", choices=("cosine", "jaccard"), default="cosine")
+    p.add_argument("--method", choices=("agglomerative", "spectral"), default="agglomerative")
+    p.add_argument("--groups", type=Path, default=None, help="known groups (JSON) to score")
     p = sub.add_parser("report", help="print the comparison tables of a finished run")
     p.add_argument("run_dir", type=Path)
     return parser
@@ -268,6 +274,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    from nas_mtl.task_groups import format_groups, read_groups, task_groups
+
+    truth = read_groups(args.groups) if args.groups else None
+    print(format_groups(task_groups(args.path, args.k, args.metric, args.method, truth)))
+    return 0
+
+
 COMMANDS = {
     "spaces": _spaces,
     "run": _run,
@@ -276,6 +290,7 @@ COMMANDS = {
     "derive": _derive,
     "retrain": _retrain,
     "report": _report,
+    "cluster": _cluster,
 }
 
 if __name__ == "__main__":

@@ -362,3 +362,25 @@ def test_an_untrained_model_is_a_failed_run_not_a_result(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["results"][0]["status"] == "failed" and len(report["failed"]) == 1
     assert "| no_sharing ✗ |" in (out / "report.md").read_text()
+
+
+def test_cluster_groups_the_tasks_of_a_run_and_of_an_output_folder(tmp_path, capsys):
+    study = _study(tmp_path, spaces=("no_sharing", "gumbel_matrix"), space_params="")
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--seed", "0", "--seed", "1"]) in (0, 1)
+    capsys.readouterr()
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps([["g0_t0", "g0_t1"], ["g1_t0"]]))
+    assert main(["cluster", str(out), "--k", "2", "--groups", str(groups)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("gumbel_matrix (default): k = 2 over 2 seed(s), seed stability")
+    assert "ARI vs known groups" in printed[0]
+    members = sorted(t for line in printed[1:] for t in line.split(": ")[1].split(", "))
+    assert members == ["g0_t0", "g0_t1", "g1_t0"] and len(printed) == 3
+    run = out / "default" / "gumbel_matrix" / "seed_0"
+    assert main(["cluster", str(run), "--k", "3"]) == 0
+    assert (
+        "k = 3 over 1 seed(s), seed stability (mean pairwise ARI) 1.00" in capsys.readouterr().out
+    )
+    assert main(["cluster", str(tmp_path)]) == 2
+    assert "holds no searched run" in capsys.readouterr().err
