@@ -7,6 +7,7 @@ write goes through a temp file and a rename, so a crash never leaves a half-writ
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -47,8 +48,12 @@ def from_json(data: Mapping[str, Any]) -> nx.DiGraph:
     return json_graph.node_link_graph(dict(data), directed=True, edges="edges")
 
 
+@functools.cache
 def file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file: 0666 minus the process umask."""
+    """The mode a plain ``open()`` would give a new file: 0666 minus the process umask.
+
+    Read once: reading the umask means setting it, which must not happen on every write.
+    """
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask

@@ -36,6 +36,14 @@ def _load(
     path = Path(d.file)
     if not path.is_absolute() and study.path is not None and not path.exists():
         path = Path(study.path).parent / path
+    table = {  # what both table loaders take
+        "features": d.features,
+        "categorical": d.categorical,
+        "split_column": d.split_column,
+        "split_fractions": d.split_fractions,
+        "seed": seed,
+        "encoding": d.encoding,
+    }
     if d.task_column is not None:
         return load_per_task_table(
             path,
@@ -45,23 +53,9 @@ def _load(
             n_classes=d.n_classes,
             weights=d.weights,
             metric=d.metric,
-            features=d.features,
-            categorical=d.categorical,
-            split_column=d.split_column,
-            split_fractions=d.split_fractions,
-            seed=seed,
-            encoding=d.encoding,
+            **table,
         )
-    return load_table(
-        path,
-        tasks=list(d.tasks),
-        features=d.features,
-        categorical=d.categorical,
-        split_column=d.split_column,
-        split_fractions=d.split_fractions,
-        seed=seed,
-        encoding=d.encoding,
-    )
+    return load_table(path, tasks=list(d.tasks), **table)
 
 
 def space_graph(study: Study, space: str, data: MultiTaskData) -> nx.DiGraph:

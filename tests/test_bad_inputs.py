@@ -173,21 +173,18 @@ DAG_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case, edit, message", DAG_CASES, ids=[c[0] for c in DAG_CASES])
-def test_bad_dag_space_files(tmp_path, capsys, case, edit, message):
-    old, new = edit
-    text = _space("custom_dag")
-    assert old in text, case
-    (tmp_path / "dag.toml").write_text(text.replace(old, new, 1))
-    study = STUDY.replace('"snr_trans"]', f'"{tmp_path / "dag.toml"}"]')
-    study = study.replace("snr_trans = { subnetworks = 2, width = 4 }\n", "")
-    _run_expecting(tmp_path, capsys, study, message)
+SPACE_FILE_CASES = [("custom_dag", *c) for c in DAG_CASES] + [
+    ("gumbel_matrix", *c) for c in SPACE_CASES
+]
 
 
-@pytest.mark.parametrize("case, edit, message", SPACE_CASES, ids=[c[0] for c in SPACE_CASES])
-def test_bad_space_files(tmp_path, capsys, case, edit, message):
+@pytest.mark.parametrize(
+    "base, case, edit, message", SPACE_FILE_CASES, ids=[c[1] for c in SPACE_FILE_CASES]
+)
+def test_bad_space_files(tmp_path, capsys, base, case, edit, message):
+    """A user's space file, edited from a built-in one (layers or a DAG)."""
     old, new = edit
-    text = _space("gumbel_matrix")
+    text = _space(base)
     assert old in text, case
     (tmp_path / "mine.toml").write_text(text.replace(old, new, 1))
     study = STUDY.replace('"snr_trans"]', f'"{tmp_path / "mine.toml"}"]')

@@ -108,7 +108,9 @@ class MacsModel:
         self.nodes = [(part, m) for part, (_, m) in costs.items() if isinstance(part, str)]
         self.nodes = [(n, m) for n, m in self.nodes if n not in heads]
         self.edges = [(where[p], m) for p, (_, m) in costs.items() if p in where]
-        gated = [(p[1], m) for p, (_, m) in costs.items() if p not in where and p[0] == "gate"]
+        gated = [
+            (p[1], m) for p, (_, m) in costs.items() if isinstance(p, tuple) and p[0] == "gate"
+        ]
         group_of = {
             v: (d["gate"].get("group") if d["gate"]["scope"] == "shared" else v)
             for _, v, d in net.graph.edges(data=True)
