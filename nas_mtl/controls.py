@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from nas_mtl.data import MultiTaskData
+from nas_mtl.graph_files import save_architecture
 from nas_mtl.results import (
     RESULT_FILE,
     RunResult,
@@ -26,7 +27,6 @@ from nas_mtl.rundir import open_run_dir, replace_run_dir, run_rel
 from nas_mtl.stages.candidates import random_architecture
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.retrain import retrain
-from nas_mtl.storage import save_architecture
 from nas_mtl.study import Study
 from nas_mtl.study_data import space_graph
 from nas_mtl.supernet import Supernet

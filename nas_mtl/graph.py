@@ -124,6 +124,42 @@ def components(g: nx.DiGraph) -> list[str]:
     return [n for n, r in g.nodes(data="role") if r == "component"]
 
 
+def edge_serves(data: Mapping[str, Any], task: str) -> bool:
+    """Whether an edge can carry ``task``'s signal.
+
+    A derived architecture lists its users in ``tasks``; in a supernet a fixed gate with value 0
+    for the task (a no-sharing pattern) closes the edge to it, and every other gate may open.
+    """
+    if "tasks" in data:
+        return task in data["tasks"]
+    gate = data.get("gate")
+    if gate is None or gate["kind"] != "fixed":
+        return True
+    params = gate.get("params", {})
+    if gate.get("scope") == "task":
+        return float((params.get("values") or {}).get(task, 0.0)) != 0.0
+    return float(params.get("value", 1.0)) != 0.0
+
+
+def task_subgraph(g: nx.DiGraph, task: str) -> nx.DiGraph:
+    """The part of a routing graph that ``task`` uses: edges that serve it (see
+    :func:`edge_serves`) and lie on a path from the input to its head, with their attributes.
+
+    The one place that extracts a task's subgraph; derive, drawing and export read it. Empty
+    when the head cannot be reached.
+    """
+    head = head_id(task)
+    usable = nx.DiGraph()
+    usable.add_edges_from((u, v) for u, v, d in g.edges(data=True) if edge_serves(d, task))
+    if INPUT not in usable or head not in usable or not nx.has_path(usable, INPUT, head):
+        return nx.DiGraph(**g.graph)
+    keep = (nx.ancestors(usable, head) | {head}) & (nx.descendants(usable, INPUT) | {INPUT})
+    out = nx.DiGraph(**g.graph)
+    out.add_nodes_from((n, g.nodes[n]) for n in g.nodes if n in keep)  # the graph's node order
+    out.add_edges_from((u, v, g.edges[u, v]) for u, v in usable.edges if u in keep and v in keep)
+    return out
+
+
 def check_acyclic(g: nx.DiGraph) -> None:
     if not nx.is_directed_acyclic_graph(g):
         cycle = " -> ".join(str(u) for u, _ in nx.find_cycle(g))

@@ -22,8 +22,9 @@ from nas_mtl.cluster import (
     stability,
 )
 from nas_mtl.errors import ConfigError
+from nas_mtl.graph_files import load_architecture
 from nas_mtl.results import RESULT_FILE, read_result
-from nas_mtl.storage import load_architecture, read_json
+from nas_mtl.storage import read_json
 
 ARCHITECTURE = "architecture.json"
 

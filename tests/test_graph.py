@@ -13,9 +13,10 @@ from nas_mtl.graph import (
     gate_spec,
     new_graph,
     node_layers,
+    task_subgraph,
     validate,
 )
-from nas_mtl.storage import to_json
+from nas_mtl.graph_files import to_json
 
 
 def _base():
@@ -95,3 +96,33 @@ def test_mixed_gate_kinds_into_one_node():
     connect(g, "c1", "head:a", gate_spec("hard_concrete"))
     with pytest.raises(GraphError, match="node 'head:a': all incoming edges need the same"):
         validate(g)
+
+
+def test_task_subgraph_follows_fixed_task_gates_and_keeps_attributes():
+    g = new_graph((10,), {"a": 1, "b": 2})
+    for n in ("ca", "cb", "dead"):
+        add_component(g, n, "mlp", 8)
+    add_head(g, "a")
+    add_head(g, "b")
+    only = {
+        "a": gate_spec("fixed", "task", None, values={"a": 1.0, "b": 0.0}),
+        "b": gate_spec("fixed", "task", None, values={"a": 0.0, "b": 1.0}),
+    }
+    connect(g, "input", "ca", only["a"])
+    connect(g, "input", "cb", only["b"])
+    connect(g, "input", "dead")  # reaches no head
+    connect(g, "ca", "head:a")
+    connect(g, "cb", "head:b")
+    connect(g, "ca", "head:b", only["a"])  # open only for a, which does not use head:b
+    sub = task_subgraph(g, "a")
+    assert set(sub.edges) == {("input", "ca"), ("ca", "head:a")}
+    assert sub.nodes["ca"]["kind"] == "mlp" and sub.graph["tasks"] == ["a", "b"]
+    assert set(task_subgraph(g, "b").edges) == {("input", "cb"), ("cb", "head:b")}
+
+
+def test_task_subgraph_of_a_derived_graph_reads_its_users_and_is_empty_when_cut():
+    g = _base()
+    for u, v in g.edges:
+        g.edges[u, v]["tasks"] = ["a"] if v != "head:b" else []
+    assert set(task_subgraph(g, "a").edges) == {("input", "c1"), ("c1", "c2"), ("c2", "head:a")}
+    assert task_subgraph(g, "b").number_of_edges() == 0

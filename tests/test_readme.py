@@ -106,8 +106,8 @@ def test_the_root_api_names_resolve():
 
 def test_python_derive_gives_the_architecture_the_cli_wrote(tmp_path):
     import nas_mtl
+    from nas_mtl.graph_files import architecture_record
     from nas_mtl.pipeline import load_searched
-    from nas_mtl.storage import architecture_record
 
     study = tmp_path / "tiny.toml"
     study.write_text(TINY_STUDY)

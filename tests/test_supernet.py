@@ -8,8 +8,8 @@ from torch import nn
 
 from nas_mtl.components import COMPONENTS
 from nas_mtl.gates import HardConcreteGate
+from nas_mtl.graph_files import from_json, to_json
 from nas_mtl.spaces import available_spaces, build_space
-from nas_mtl.storage import from_json, to_json
 from nas_mtl.supernet import Supernet
 from tests.conftest import required_space_params
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from nas_mtl.cost import graph_costs
-from nas_mtl.graph import INPUT, gate_spec, head_id, validate
+from nas_mtl.graph import INPUT, gate_spec, head_id, task_subgraph, validate
 from nas_mtl.supernet import Supernet, learned_gates
 
 log = logging.getLogger(__name__)
@@ -103,16 +103,6 @@ def _open_probability(net: Supernet) -> dict[tuple[str, str, int], float]:
     return probs
 
 
-def task_subgraph(edges: set[tuple[str, str]], task: str) -> set[tuple[str, str]]:
-    """Active edges that lie on a path from the input to the task's head."""
-    h = nx.DiGraph(list(edges))
-    head = head_id(task)
-    if INPUT not in h or head not in h or not nx.has_path(h, INPUT, head):
-        return set()
-    keep = (nx.ancestors(h, head) | {head}) & (nx.descendants(h, INPUT) | {INPUT})
-    return {(u, v) for u, v in edges if u in keep and v in keep}
-
-
 @dataclass(frozen=True)
 class DerivedEdges:
     """Each task's kept edges, and the tasks that had no open path (kept their likeliest)."""
@@ -133,7 +123,7 @@ def derive_edges(net: Supernet, decisions: Decisions | None = None) -> DerivedEd
     per_task: dict[str, set[tuple[str, str]]] = {}
     dead = []
     for t_index, task in enumerate(net.tasks):
-        sub = task_subgraph(active[task], task)
+        sub = set(task_subgraph(nx.DiGraph(list(active[task])), task).edges)
         if not sub:
             probs = probs or _open_probability(net)
 
