@@ -17,7 +17,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from nas_mtl.errors import NasMtlError  # noqa: E402
+from nas_mtl.errors import ConfigError, NasMtlError  # noqa: E402
 
 EXIT_FAILED_RUNS = 1  # the study ran, but some runs are not results (see report.md)
 EXIT_USER_ERROR = 2
@@ -82,7 +82,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=None, help="number of groups (default: silhouette)")
     p.add_argument("--metric", choices=("cosine", "jaccard"), default="cosine")
     p.add_argument("--method", choices=("agglomerative", "spectral"), default="agglomerative")
-    p.add_argument("--groups", type=Path, default=None, help="known groups (JSON) to score")
+    p.add_argument(
+        "--groups",
+        type=Path,
+        default=None,
+        help="known groups (JSON) to score (default: the groups a built-in data set planted)",
+    )
+    p.add_argument(
+        "--embedding",
+        choices=("allocation", "affinity", "both"),
+        default="both",
+        help="task embedding: the derived allocations, the search's gradient affinity, or both "
+        "(default; the affinity where the search measured it)",
+    )
+    p.add_argument("--space", default=None, help="only this searched space")
+    p.add_argument(
+        "--export-study",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write a study that reruns the found groups as the 'grouped' space",
+    )
+    p = sub.add_parser("plot", help="draw a finished run: task subgraphs, allocation, curves")
+    p.add_argument("run_dir", type=Path)
     p = sub.add_parser("report", help="print the comparison tables of a finished run")
     p.add_argument("run_dir", type=Path)
     return parser
@@ -101,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     except NasMtlError as e:
         print(f"nas-mtl: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # the reader went away (`nas-mtl report OUT | head`): not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("nas-mtl: interrupted; finished results are on disk", file=sys.stderr)
         return 130
@@ -275,11 +300,62 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from nas_mtl.task_groups import format_groups, read_groups, task_groups
+    from nas_mtl.rundir import study_of_run
+    from nas_mtl.study_export import write_grouped_study
+    from nas_mtl.task_groups import (
+        EMBEDDINGS,
+        figures_folder,
+        format_groups,
+        read_groups,
+        task_groups,
+        write_groups,
+    )
 
     truth = read_groups(args.groups) if args.groups else None
-    print(format_groups(task_groups(args.path, args.k, args.metric, args.method, truth)))
+    embeddings = EMBEDDINGS if args.embedding == "both" else (args.embedding,)
+    found = task_groups(args.path, args.k, args.metric, args.method, truth, embeddings)
+    if args.space is not None:
+        found = [g for g in found if g.space.split(" (")[0] == args.space]
+        if not found:
+            raise ConfigError(f"--space {args.space}: no searched run of that space in {args.path}")
+    print(format_groups(found))
+    written = write_groups(found, figures_folder(args.path))
+    print(f"nas-mtl: wrote {len(written)} files to {written[-1].parent}")
+    if args.export_study is not None:
+        spaces = {g.space for g in found}
+        if len(spaces) != 1:
+            raise ConfigError(
+                f"--export-study: {len(spaces)} searched spaces were clustered "
+                f"({', '.join(sorted(spaces))}); choose one with --space"
+            )
+        chosen = (
+            next(g for g in found if g.embedding == "allocation") if len(found) > 1 else found[0]
+        )
+        study, _ = study_of_run(chosen.run_dirs[0])
+        path = write_grouped_study(
+            study.path, chosen.groups(), chosen.space.split(" (")[0], args.export_study
+        )
+        print(f"nas-mtl: wrote {path}: run it with `nas-mtl run {path}`")
     return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from nas_mtl.plots.run_plots import plot_run
+
+    written = plot_run(args.run_dir, target_open=_target_open(args.run_dir))
+    print(f"nas-mtl: wrote {len(written)} files to {args.run_dir / 'plots'}")
+    return 0
+
+
+def _target_open(run_dir: Path) -> float | None:
+    """The run's study's target_open, for the curves; None when the study is not readable."""
+    from nas_mtl.rundir import study_of_run
+
+    try:
+        study, _ = study_of_run(run_dir)
+    except (NasMtlError, OSError):
+        return None
+    return study.search.target_open
 
 
 COMMANDS = {
@@ -291,6 +367,7 @@ COMMANDS = {
     "retrain": _retrain,
     "report": _report,
     "cluster": _cluster,
+    "plot": _plot,
 }
 
 if __name__ == "__main__":

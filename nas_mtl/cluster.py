@@ -83,6 +83,17 @@ def allocation_embedding(arch: nx.DiGraph) -> Embedding:
     return Embedding(tasks, comps, matrix)
 
 
+def informative_columns(matrix: np.ndarray) -> np.ndarray:
+    """The columns on which tasks differ; all of them when none does.
+
+    A component every task uses (a stem, a fully shared layer) says nothing about who belongs
+    with whom, yet it adds the same overlap to every pair and so flattens cosine and Jaccard
+    similarities towards 1 (``docs/plots.md``, "Task groups").
+    """
+    varies = matrix.min(axis=0) != matrix.max(axis=0)
+    return matrix[:, varies] if varies.any() else matrix
+
+
 def similarity(matrix: np.ndarray, metric: str = "cosine") -> np.ndarray:
     """Task × task similarity of embedding rows: cosine, or Jaccard of the non-zero sets."""
     if metric == "cosine":

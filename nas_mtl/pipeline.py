@@ -24,6 +24,7 @@ from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import ConfigError
 from nas_mtl.graph_files import load_architecture, load_graph, save_architecture, save_graph
 from nas_mtl.report import write_report
+from nas_mtl.report_figures import report_figures
 from nas_mtl.results import (
     RESULT_FILE,
     RunResult,
@@ -262,7 +263,10 @@ def run_study(
             "failed": [f"{r.run_dir}: {r.failure}" for r in results if r.status == "failed"],
             "wall_s": time.perf_counter() - start,
         }
-        write_report(out, report)
+        write_report(out, report)  # the results first: pictures may fail, results may not
+        figures = report_figures(study, out, results)
+        if figures:
+            write_report(out, report, figures)
         return report
 
 

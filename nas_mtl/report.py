@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_mtl.errors import ConfigError
+from nas_mtl.report_html import report_html
 from nas_mtl.results import RunResult
 from nas_mtl.storage import write_bytes_atomic, write_json_atomic
 
@@ -160,11 +161,17 @@ def paired_comparison(rows: list[RunResult], higher: bool) -> list[str]:
     return lines
 
 
-def write_report(out: str | Path, report: dict[str, Any]) -> None:
+def write_report(out: str | Path, report: dict[str, Any], figures: str = "") -> None:
+    """``report.json``, ``report.md`` (tables, then the pictures' markdown) and the same as
+    one self-contained ``report.html``."""
     out = Path(out)
     write_json_atomic(out / "report.json", report)
     text = f"# nas-mtl report: {report['study']}\n\n" + comparison_tables(report)
+    if figures:
+        text += "\n\n" + figures
     write_bytes_atomic(out / "report.md", text.encode())
+    page = report_html(text, out, f"nas-mtl report: {report['study']}")
+    write_bytes_atomic(out / "report.html", page.encode())
 
 
 def load_report(run_dir: str | Path) -> dict[str, Any]:

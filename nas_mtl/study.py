@@ -86,6 +86,9 @@ class SearchConfig:
     patience: int = 5  # early stopping, counted over selectable epochs only
     keep_checkpoints: int = 2  # per-epoch checkpoints kept (the best one is always kept)
     device: str = "auto"
+    # measure the inter-task gradient affinity (TAG) every this many steps, 0: off; costs
+    # 2T + 1 passes per measurement (docs/search.md, "Gradient affinity")
+    affinity_every: int = 10
 
     def __post_init__(self) -> None:
         where = "[search]"
@@ -102,6 +105,7 @@ class SearchConfig:
                 "entropy_weight": NON_NEGATIVE,
                 "target_tolerance": NON_NEGATIVE,
                 "keep_checkpoints": AT_LEAST_1,
+                "affinity_every": AT_LEAST_0,
             },
         )
         if self.schedule not in SCHEDULES:
@@ -153,6 +157,18 @@ class ControlsConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """What ``nas-mtl run`` adds to its report once every run has finished (docs/plots.md)."""
+
+    plots: bool = False  # each searched run's pictures (nas-mtl plot), embedded in the report
+    cluster: bool = False  # task groups of each searched space (nas-mtl cluster)
+    k: int | None = None  # number of task groups; default: chosen by silhouette
+
+    def __post_init__(self) -> None:
+        check_ranges("[report]", self, {"k": AT_LEAST_1})
+
+
+@dataclass(frozen=True)
 class RetrainConfig:
     """Train the derived, pruned architecture from scratch."""
 
@@ -180,6 +196,7 @@ class Study:
     derive: DeriveConfig = field(default_factory=DeriveConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     controls: ControlsConfig = field(default_factory=ControlsConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     description: str = ""
     # any field by its dotted path: "search.target_open", "space_params.snr_trans.width",
     # "retrain.lr", "data.params.rho"; one run per point of the grid
@@ -270,6 +287,7 @@ _NESTED = {
     "derive": DeriveConfig,
     "retrain": RetrainConfig,
     "controls": ControlsConfig,
+    "report": ReportConfig,
 }
 _USER_KEYS = {f.name for f in dataclasses.fields(Study)} - {"path", "sha256"}
 

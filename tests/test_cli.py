@@ -371,12 +371,20 @@ def test_cluster_groups_the_tasks_of_a_run_and_of_an_output_folder(tmp_path, cap
     capsys.readouterr()
     groups = tmp_path / "groups.json"
     groups.write_text(json.dumps([["g0_t0", "g0_t1"], ["g1_t0"]]))
-    assert main(["cluster", str(out), "--k", "2", "--groups", str(groups)]) == 0
+    args = ["cluster", str(out), "--k", "2", "--groups", str(groups)]
+    assert main([*args, "--embedding", "allocation"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].startswith("gumbel_matrix (default): k = 2 over 2 seed(s), seed stability")
-    assert "ARI vs known groups" in printed[0]
-    members = sorted(t for line in printed[1:] for t in line.split(": ")[1].split(", "))
-    assert members == ["g0_t0", "g0_t1", "g1_t0"] and len(printed) == 3
+    assert printed[0].startswith(
+        "gumbel_matrix (default), allocation: k = 2 over 2 seed(s), seed stability"
+    )
+    assert "ARI vs known groups" in printed[0] and "per seed" in printed[0]
+    members = sorted(t for line in printed[1:3] for t in line.split(": ")[1].split(", "))
+    assert members == ["g0_t0", "g0_t1", "g1_t0"] and len(printed) == 4
+    assert printed[3] == f"nas-mtl: wrote 3 files to {out / 'clusters'}"
+    assert main(args) == 0  # both embeddings: the search measured the gradient affinity
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[3].startswith("gumbel_matrix (default), affinity: k = 2 over 2 seed(s)")
+    assert printed[6].startswith("gumbel_matrix (default): the allocation and affinity")
     run = out / "default" / "gumbel_matrix" / "seed_0"
     assert main(["cluster", str(run), "--k", "3"]) == 0
     assert (
@@ -384,3 +392,47 @@ def test_cluster_groups_the_tasks_of_a_run_and_of_an_output_folder(tmp_path, cap
     )
     assert main(["cluster", str(tmp_path)]) == 2
     assert "holds no searched run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_pictures_clusters_html_and_an_exported_study_that_runs(tmp_path, capsys):
+    study = _study(tmp_path, spaces=("no_sharing", "gumbel_matrix"), space_params="")
+    study.write_text(study.read_text() + "\n[report]\nplots = true\ncluster = true\nk = 2\n")
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out)]) in (0, 1)
+    run = out / "default" / "gumbel_matrix" / "seed_0"
+    for name in ("task_subgraphs", "overview", "allocation", "search_curves", "sharing"):
+        assert (run / "plots" / f"{name}.png").stat().st_size > 1000, name
+    assert (out / "default" / "no_sharing" / "seed_0" / "plots" / "overview.svg").exists()
+    assert not (out / "default" / "no_sharing" / "seed_0" / "plots" / "allocation.png").exists()
+    assert len(list((run / "plots" / "graphs").glob("*.graphml"))) == 3
+    md = (out / "report.md").read_text()
+    assert "default/gumbel_matrix/seed_0/plots/allocation.png)" in md
+    assert "## Task groups" in md and "clusters/similarity_gumbel_matrix" in md
+    page = (out / "report.html").read_text()
+    assert page.count("<svg") >= 4 and "<img" not in page
+    clusters = json.loads((out / "clusters" / "clusters.json").read_text())
+    (allocation,) = [c for c in clusters["clusterings"] if c["embedding"] == "allocation"]
+    assert allocation["k"] == 2 and sorted(t for g in allocation["groups"] for t in g) == [
+        "g0_t0",
+        "g0_t1",
+        "g1_t0",
+    ]
+    assert allocation["truth_ari"] is not None  # the synthetic data's planted groups
+    capsys.readouterr()
+    assert main(["plot", str(run)]) == 0
+    assert "plots" in capsys.readouterr().out
+    exported = tmp_path / "grouped.toml"
+    args = ["cluster", str(out), "--k", "2", "--embedding", "allocation"]
+    assert main([*args, "--space", "gumbel_matrix", "--export-study", str(exported)]) == 0
+    assert "run it with" in capsys.readouterr().out
+    assert main(["run", str(exported), "--out", str(tmp_path / "out2")]) in (0, 1)
+    report = json.loads((tmp_path / "out2" / "report.json").read_text())
+    assert {r["space"] for r in report["results"]} == {
+        "no_sharing",
+        "shared_bottom",
+        "grouped",
+        "gumbel_matrix",
+    }
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "has no architecture.json" in capsys.readouterr().err

@@ -121,3 +121,16 @@ def test_allocation_embedding_of_a_derived_architecture():
     emb = allocation_embedding(g)
     assert emb.tasks == ("a", "b", "c") and emb.components == ("c1", "c2")
     assert emb.matrix.tolist() == [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
+
+
+def test_components_every_task_uses_are_left_out_of_the_similarity():
+    from nas_mtl.cluster import informative_columns
+
+    shared = np.ones((4, 5))
+    own = np.array([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=float)
+    m = np.hstack([shared, own])
+    np.testing.assert_array_equal(informative_columns(m), own)
+    # with the shared stem, the two groups look 5/7 alike; without it, not at all
+    assert similarity(m, "jaccard")[0, 2] == pytest.approx(5 / 7)
+    assert similarity(informative_columns(m), "jaccard")[0, 2] == 0.0
+    np.testing.assert_array_equal(informative_columns(shared), shared)  # nothing varies

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
 from nas_mtl.errors import ConfigError
 from nas_mtl.schedules import SchedulePosition
+from nas_mtl.stages.affinity import AffinityProbe, TaskAffinity, write_affinity
 from nas_mtl.stages.batches import halves, train_batches
 from nas_mtl.stages.budget import MacsModel, expected_excess, expected_open_fraction, expected_usage
 from nas_mtl.stages.candidates import score_architecture
@@ -71,6 +72,7 @@ class SearchResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    affinity: TaskAffinity | None = None  # mean inter-task gradient affinity; None when off
 
 
 def gate_snapshot(net: Supernet) -> list[dict[str, Any]]:
@@ -94,7 +96,9 @@ class ArchitectureStep(TrainingHooks):
 
     Warm-up holds every gate open for the first ``warmup`` fraction of epochs (weights only);
     temperatures anneal over the next ``anneal`` fraction of steps; with ``alternate`` the
-    gates step on a disjoint half of the training rows (DARTS-style).
+    gates step on a disjoint half of the training rows (DARTS-style). Every
+    ``affinity_every`` steps its :class:`AffinityProbe` measures the inter-task gradient
+    affinity on the step's batch, before the step (``docs/search.md``, "Gradient affinity").
     """
 
     def __init__(self, net: Supernet, data: MultiTaskData, cfg: SearchConfig) -> None:
@@ -122,6 +126,12 @@ class ArchitectureStep(TrainingHooks):
         self.arch_split: SharedSplit | PerTaskSplit | None = None
         self._arch_batches: Any = None
         self._gen = torch.Generator()
+        # the lookahead is an SGD step of the weights' learning rate, as in TAG
+        self.affinity = (
+            AffinityProbe(net, data.task_names, cfg.affinity_every, cfg.lr_weights)
+            if cfg.affinity_every
+            else None
+        )
 
     # ------------------------------------------------------------ training-loop hooks
     def parameters_excluded(self) -> list[nn.Parameter]:
@@ -162,6 +172,12 @@ class ArchitectureStep(TrainingHooks):
     def before_step(self, net: nn.Module, step: int) -> None:
         self.position = replace(self.position, step=step)
         self.net.set_position(self.position)
+
+    def inspect_batch(
+        self, net: nn.Module, step: int, task_losses: Callable[[], dict[str, Tensor]]
+    ) -> None:
+        if self.affinity is not None and self.affinity.due(step):
+            self.affinity.measure(task_losses)
 
     def extra_loss(self, net: nn.Module) -> Tensor | None:
         if self.warm or self.cfg.alternate:
@@ -219,11 +235,14 @@ class ArchitectureStep(TrainingHooks):
         return {
             "a_opt": self.optimizer.state_dict(),
             "multipliers": {k: m.detach().cpu() for k, m in self.multipliers.items()},
+            **({"affinity": self.affinity.state()} if self.affinity is not None else {}),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["a_opt"])
         self.multipliers = {k: m.clone() for k, m in state["multipliers"].items()}
+        if self.affinity is not None and "affinity" in state:
+            self.affinity.load_state(state["affinity"])
 
     # ------------------------------------------------------------ the objective
     def penalties(self) -> dict[str, Tensor]:
@@ -319,7 +338,8 @@ def search(
     """Search the gate variables of ``supernet`` on ``data``; returns the selected epoch's net.
 
     ``on_epoch`` receives each epoch's log record (an Optuna pruner hooks in here); ``resume``
-    continues from the last per-epoch checkpoint in ``run_dir``.
+    continues from the last per-epoch checkpoint in ``run_dir``. With ``affinity_every`` the
+    mean gradient affinity is returned and written to ``run_dir/affinity.json``.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
     step = ArchitectureStep(supernet, data, cfg)
@@ -340,6 +360,9 @@ def search(
     warnings = search_warnings(chosen, targets_of(cfg))
     for w in warnings:
         log.warning("%s", w)
+    affinity = step.affinity.result(fit.wall_s) if step.affinity is not None else None
+    if affinity is not None and run_dir is not None:
+        write_affinity(run_dir, affinity)
     return SearchResult(
         supernet=fit.model,
         best_epoch=fit.best_epoch,
@@ -347,4 +370,5 @@ def search(
         history=fit.history,
         wall_s=fit.wall_s,
         warnings=warnings,
+        affinity=affinity,
     )

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,16 @@ class TrainingHooks:
     def before_step(self, net: nn.Module, step: int) -> None:
         """Called before each forward pass (schedules)."""
 
+    def inspect_batch(
+        self, net: nn.Module, step: int, task_losses: Callable[[], dict[str, Tensor]]
+    ) -> None:
+        """Called after :meth:`before_step`, before the step's forward pass.
+
+        ``task_losses()`` scores this step's batch per task with the current weights: a probe
+        (the search's gradient affinity) reads the batch the step trains on. A hook that
+        uses it must leave weights, optimizers and the RNG stream as it found them.
+        """
+
     def extra_loss(self, net: nn.Module) -> Tensor | None:
         """Added to the loss that the weight step differentiates; None for nothing."""
         return None
@@ -259,6 +270,7 @@ def train(
         n_steps = 0
         for x, y in train_batches(data, split, cfg.batch_size, cfg.steps_per_epoch, gen):
             hooks.before_step(net, step)
+            hooks.inspect_batch(net, step, partial(_step_losses, net, data, x, y, dev, cfg.amp))
             losses = _step_losses(net, data, x, y, dev, cfg.amp)
             loss = weighted_loss(losses, tasks)
             extra = hooks.extra_loss(net)
