@@ -4,14 +4,18 @@ Layout of ``OUT``::
 
     study.toml                       copy of the study file (study.json for a Python study)
     report.json, report.md           every result, and the comparison tables
+    report.html                      the same report as one self-contained page
+    clusters/                        task groups (nas-mtl cluster, [report] cluster)
     <variant>/<space>/seed_<s>/
         context.json                 what this run is (study, variant, space, seed)
         supernet.json                the searched routing graph
         search_log.jsonl             per-epoch losses and gate statistics
+        search.json, affinity.json   what the search chose; its gradient affinity
         architecture.json            the derived architecture (+ provenance)
         retrain_log.jsonl
         checkpoints/                 search_epoch_NNN.pt, search_best.pt, retrain_best.pt
         result.json                  this run's entry of report.json
+        plots/                       pictures (nas-mtl plot, [report] plots)
     <variant>/<space>-random/seed_<s>/sample_<k>/   random-architecture controls
 
 nas-mtl owns only what it creates (``docs/runs.md``): every path component that comes from a
@@ -44,7 +48,8 @@ STUDY_JSON = "study.json"  # a study built in Python has no file: its fields are
 OUT_MARKER = ".nas-mtl-out"  # in OUT: this folder is a nas-mtl output folder
 RUN_MARKER = ".nas-mtl-run"  # in each run directory: nas-mtl created it and may replace it
 LOCK = ".nas-mtl-lock"  # holds the PID of the run writing to OUT
-REPORT_FILES = ("report.json", "report.md", STUDY_COPY, STUDY_JSON)
+REPORT_FILES = ("report.json", "report.md", "report.html", STUDY_COPY, STUDY_JSON)
+CLUSTERS = "clusters"  # nas-mtl cluster on OUT: clusters.json and similarity_* figures
 
 
 def safe_name(text: object) -> str:
@@ -124,6 +129,12 @@ def _clear(out: Path) -> None:
             shutil.rmtree(_inside(out, marker.parent))
     for name in REPORT_FILES:
         (out / name).unlink(missing_ok=True)
+    clusters = out / CLUSTERS
+    if clusters.is_dir():  # the cluster stage's files only; the folder goes when it is empty
+        for path in [clusters / "clusters.json", *clusters.glob("similarity_*.*")]:
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            clusters.rmdir()
 
 
 def _alive(pid: int) -> bool:

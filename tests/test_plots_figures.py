@@ -137,3 +137,14 @@ def test_leaf_order_puts_blocks_together_and_the_figure_is_written(tmp_path):
     labels = {t: int(c) for t, c in zip(tasks, truth, strict=True)}
     png, _ = draw_similarity(tasks, sim, labels, tmp_path / "sim", truth=labels)
     assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_found_groups_take_the_ids_of_the_known_groups_they_match():
+    from nas_mtl.plots.similarity import matched_to
+
+    truth = {"a": 0, "b": 0, "c": 1, "d": 1, "e": 2}
+    found = {"a": 5, "b": 5, "c": 3, "d": 3, "e": 3}
+    assert matched_to(found, truth) == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1}
+    extra = {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4}  # more found groups than known ones
+    renamed = matched_to(extra, {"a": 0, "b": 0, "c": 1, "d": 1, "e": 1})
+    assert len(set(renamed.values())) == 5 and renamed["a"] in (0, 1)

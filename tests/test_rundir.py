@@ -101,11 +101,15 @@ def test_overwrite_replaces_only_what_nas_mtl_wrote(tmp_path, capsys):
     assert main(["run", str(study), "--out", str(out)]) == 0
     assert (out / OUT_MARKER).exists() and (out / "default/no_sharing/seed_0" / RUN_MARKER).exists()
     (out / "notes.txt").write_text("mine")
+    (out / "clusters").mkdir()
+    for name in ("clusters.json", "similarity_x_allocation.png", "mine.png"):
+        (out / "clusters" / name).write_text("{}")
     other = _write_study(tmp_path, ["no_sharing"], name="other")
     assert main(["run", str(other), "--out", str(out)]) == 2  # another study's results
     assert "--overwrite" in capsys.readouterr().err
     assert main(["run", str(other), "--out", str(out), "--overwrite"]) == 0
     assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (out / "clusters").iterdir()) == ["mine.png"]
     umask = os.umask(0)
     os.umask(umask)
     for written in ("report.json", "default/no_sharing/seed_0/result.json"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.cluster.hierarchy import dendrogram, linkage
+from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import squareform
 
 from nas_mtl.plots.figures import new_figure, save_figure
@@ -27,6 +28,24 @@ def leaf_order(sim: np.ndarray) -> list[int]:
     return [
         int(i) for i in dendrogram(linkage(squareform(dist), "average"), no_plot=True)["leaves"]
     ]
+
+
+def matched_to(labels: Mapping[str, int], truth: Mapping[str, int]) -> dict[str, int]:
+    """``labels`` renamed so that each found group carries the id of the known group it
+    overlaps most (a one-to-one assignment): the two colour strips then agree where the
+    groups do. Found groups beyond the known ones get fresh ids."""
+    found_ids = sorted(set(labels.values()))
+    known_ids = sorted(set(truth.values()))
+    overlap = np.zeros((len(found_ids), len(known_ids)))
+    for task, f in labels.items():
+        if task in truth:
+            overlap[found_ids.index(f), known_ids.index(truth[task])] += 1
+    rows, cols = linear_sum_assignment(-overlap)
+    rename = {found_ids[r]: known_ids[c] for r, c in zip(rows, cols, strict=True)}
+    spare = iter(i for i in range(len(found_ids) + len(known_ids)) if i not in known_ids)
+    for f in found_ids:
+        rename.setdefault(f, next(spare))
+    return {t: rename[f] for t, f in labels.items()}
 
 
 def draw_similarity(
@@ -59,6 +78,8 @@ def draw_similarity(
         )
         order = tree["leaves"][::-1]  # the heatmap's first row is the dendrogram's top leaf
     tree_ax.set_axis_off()
+    if truth is not None:
+        labels = matched_to(labels, truth)
     strip_sets = [("found", labels)] + ([("known", truth)] if truth is not None else [])
     for s, (name, groups) in enumerate(strip_sets):
         ax = fig.add_subplot(grid[0, 1 + s])
