@@ -53,6 +53,7 @@ class SpaceGroups:
     stability: float  # mean pairwise ARI of the seeds' clusterings (1.0 for one seed)
     seed_aris: tuple[float, ...] | None  # each seed's ARI against known groups
     truth_ari: float | None  # the consensus' ARI against known groups
+    truth: Mapping[str, int] | None = None  # the known groups, when there are any
 
     def groups(self) -> list[list[str]]:
         """The clusters as lists of task names, in task order."""
@@ -87,6 +88,8 @@ def groups_of_runs(
     """Cluster each run's tasks; pool the seeds by consensus at the most common k."""
     found = [run_similarity(Path(d), embedding, metric) for d in run_dirs]
     tasks = found[0][0]
+    if k is not None and not 1 <= k <= len(tasks):
+        raise ConfigError(f"k = {k}: {space} has {len(tasks)} tasks; choose k in 1..{len(tasks)}")
     clusterings = [cluster_tasks(sim, k, method) for _, sim in found]
     ks = [c.k for c in clusterings]
     k_all = k if k is not None else max(set(ks), key=ks.count)
@@ -107,6 +110,7 @@ def groups_of_runs(
         stability=stability(labelings),
         seed_aris=tuple(ari(named(lab), truth) for lab in labelings) if truth else None,
         truth_ari=ari(named(pooled), truth) if truth else None,
+        truth=dict(truth) if truth else None,
     )
 
 
@@ -233,8 +237,7 @@ def write_groups(found: Sequence[SpaceGroups], folder: Path) -> list[Path]:
     for g in found:
         stem = folder / f"similarity_{safe_name(g.space)}_{g.embedding}"
         title = f"{g.space}: {g.embedding} similarity over {len(g.run_dirs)} seed(s), k = {g.k}"
-        truth = known_groups(g.run_dirs[0]) if g.truth_ari is not None else None
-        written += draw_similarity(g.tasks, g.similarity, g.labels, stem, title, truth)
+        written += draw_similarity(g.tasks, g.similarity, g.labels, stem, title, g.truth)
     record = {
         "clusterings": [
             {

@@ -392,6 +392,8 @@ def test_cluster_groups_the_tasks_of_a_run_and_of_an_output_folder(tmp_path, cap
     )
     assert main(["cluster", str(tmp_path)]) == 2
     assert "holds no searched run" in capsys.readouterr().err
+    assert main(["cluster", str(out), "--k", "9"]) == 2
+    assert "has 3 tasks; choose k in 1..3" in capsys.readouterr().err
 
 
 @pytest.mark.slow
