@@ -118,9 +118,16 @@ def test_allocation_embedding_of_a_derived_architecture():
     for task, comp in (("a", "c1"), ("b", "c1"), ("c", "c2")):
         add_head(g, task)
         connect(g, comp, f"head:{task}")
-    emb = allocation_embedding(g)
-    assert emb.tasks == ("a", "b", "c") and emb.components == ("c1", "c2")
+    for u, v in g.edges:
+        g.edges[u, v]["tasks"] = g.nodes[u].get("tasks") or g.nodes[v]["tasks"]
+    emb = allocation_embedding(g, "components")
+    assert emb.tasks == ("a", "b", "c") and emb.columns == ("c1", "c2")
     assert emb.matrix.tolist() == [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
+    edges = allocation_embedding(g)  # the edges into the heads serve one task each: left out
+    assert edges.columns == ("input→c1", "input→c2")
+    assert edges.matrix.tolist() == [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]
+    with pytest.raises(ValueError, match="unit must be one of"):
+        allocation_embedding(g, "nodes")
 
 
 def test_components_every_task_uses_are_left_out_of_the_similarity():
