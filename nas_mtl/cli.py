@@ -107,6 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p = sub.add_parser("report", help="print the comparison tables of a finished run")
     p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("tune", help="tune a study's [tune.params] with Optuna (docs/tuning.md)")
+    p.add_argument("study", type=Path)
+    p.add_argument(
+        "--trials",
+        type=int,
+        required=True,
+        help="finished (complete + pruned) trials the Optuna study should have in all; "
+        "rerun with a larger N to add the difference",
+    )
+    p.add_argument("--out", type=Path, help="output folder (default: runs/<study name>_tune)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: OUT/optuna.db)")
+    p.add_argument("--study-name", default=None, help="Optuna study name (default: the study's)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    _common(p, out=False)
     return parser
 
 
@@ -283,10 +298,13 @@ def _derive(args: argparse.Namespace) -> int:
 
 def _retrain(args: argparse.Namespace) -> int:
     from nas_mtl.pipeline import retrain_run
+    from nas_mtl.stages.distributed import is_main
 
     metrics = retrain_run(
         args.run_dir, device=args.device, data_dir=args.data_dir, progress=sys.stderr.isatty()
     )
+    if not is_main():  # under torchrun every rank has the metrics; rank 0 prints them
+        return 0
     for task, values in metrics.items():
         print(f"{task}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     return 0
@@ -347,6 +365,51 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    import optuna
+
+    from nas_mtl.study import load_study
+    from nas_mtl.tuning import tune
+    from nas_mtl.tuning.outputs import trial_line
+
+    if not args.verbose:
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial, printed here
+    study = load_study(args.study)
+    names = list(study.tune.directions)
+    if args.worker is None:
+        print(f"nas-mtl: tuning '{study.name}' to {args.trials} finished trials", flush=True)
+    outcome = tune(
+        study,
+        args.trials,
+        out=args.out,
+        storage=args.storage,
+        study_name=args.study_name,
+        workers=args.workers,
+        data_dir=args.data_dir,
+        device=args.device,
+        on_trial=lambda trial: print(trial_line(trial, names), flush=True),
+        worker=args.worker,
+        progress=sys.stderr.isatty() and args.workers == 1 and args.worker is None,
+    )
+    if args.worker is not None:
+        return 0
+    c = outcome.counts
+    print(
+        f"nas-mtl: {outcome.ran} trial(s) run now; the study '{outcome.study_name}' has "
+        f"{c.complete} complete, {c.finished - c.complete} pruned, {c.failed} failed "
+        f"({outcome.storage})"
+    )
+    if outcome.picked is None:
+        print("nas-mtl: no trial completed: nothing to pick", file=sys.stderr)
+        return EXIT_FAILED_RUNS
+    print(f"nas-mtl: picked {trial_line(outcome.picked, names).strip()}")
+    plots = [f for f in outcome.files if f.parent.name == "plots"]
+    best = ", ".join(str(f) for f in outcome.files if f not in plots)
+    print(f"nas-mtl: wrote {best} (nas-mtl retrain {outcome.out / 'best'} retrains the pick)")
+    print(f"nas-mtl: {len(plots)} plot(s) in {outcome.out / 'plots'}")
+    return 0
+
+
 def _target_open(run_dir: Path) -> float | None:
     """The run's study's target_open, for the curves; None when the study is not readable."""
     from nas_mtl.rundir import study_of_run
@@ -368,6 +431,7 @@ COMMANDS = {
     "report": _report,
     "cluster": _cluster,
     "plot": _plot,
+    "tune": _tune,
 }
 
 if __name__ == "__main__":

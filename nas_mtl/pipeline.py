@@ -50,6 +50,7 @@ from nas_mtl.rundir import (
 from nas_mtl.stages.candidates import choose_architecture
 from nas_mtl.stages.checkpoint import load_checkpoint
 from nas_mtl.stages.derive import derive
+from nas_mtl.stages.distributed import process_group
 from nas_mtl.stages.evaluation import resolve_device
 from nas_mtl.stages.retrain import retrain
 from nas_mtl.stages.search import search, targets_of
@@ -277,13 +278,23 @@ def retrain_run(
     data_dir: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """CLI ``retrain``: retrain a run directory's architecture.json from scratch."""
+    """CLI ``retrain``: retrain a run directory's architecture.json from scratch.
+
+    Started by torchrun, every rank calls this and they train data parallel; rank 0 writes
+    the log and checkpoints (:mod:`nas_mtl.stages.distributed`, ``docs/distributed.md``).
+    """
     study, ctx = study_of_run(run_dir)
     if device is not None:
         study = replace(study, retrain=replace(study.retrain, device=device))
     data = load_data(study, ctx["variant"], ctx["seed"], data_dir)
     arch = load_architecture(run_dir / "architecture.json").graph
-    result = retrain(
-        arch, data, study.retrain, seed=ctx["seed"], run_dir=run_dir, progress=progress
-    )
+    with process_group(study.retrain.device) as rank_device:
+        result = retrain(
+            arch,
+            data,
+            replace(study.retrain, device=rank_device),
+            seed=ctx["seed"],
+            run_dir=run_dir,
+            progress=progress,
+        )
     return {t.name: result.test.metrics[t.name] for t in data.tasks}

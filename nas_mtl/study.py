@@ -27,6 +27,13 @@ from nas_mtl.ranges import (
 )
 from nas_mtl.schedules import SCHEDULES
 from nas_mtl.spaces import space_path
+from nas_mtl.study_sections import (
+    ControlsConfig,
+    DeriveConfig,
+    ReportConfig,
+    RetrainConfig,
+    TuneConfig,
+)
 from nas_mtl.tasks import TaskSpec
 
 
@@ -135,57 +142,6 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
-class DeriveConfig:
-    """Turn gate distributions into one discrete architecture."""
-
-    samples: int = 0  # K extra architectures sampled from the gates; best on validation wins
-
-    def __post_init__(self) -> None:
-        check_ranges("[derive]", self, {"samples": AT_LEAST_0})
-
-
-@dataclass(frozen=True)
-class ControlsConfig:
-    """Extra rows that isolate what the search contributes (docs/search.md, "Controls")."""
-
-    # K architectures drawn uniformly at each searched space's open fraction, retrained the
-    # same way: a search that does not beat them has not found structure (standard NAS check)
-    random: int = 0
-
-    def __post_init__(self) -> None:
-        check_ranges("[controls]", self, {"random": AT_LEAST_0})
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    """What ``nas-mtl run`` adds to its report once every run has finished (docs/plots.md)."""
-
-    plots: bool = False  # each searched run's pictures (nas-mtl plot), embedded in the report
-    cluster: bool = False  # task groups of each searched space (nas-mtl cluster)
-    k: int | None = None  # number of task groups; default: chosen by silhouette
-
-    def __post_init__(self) -> None:
-        check_ranges("[report]", self, {"k": AT_LEAST_1})
-
-
-@dataclass(frozen=True)
-class RetrainConfig:
-    """Train the derived, pruned architecture from scratch."""
-
-    epochs: int = 20
-    batch_size: int = 256
-    steps_per_epoch: int | None = None
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 5
-    device: str = "auto"  # auto: CUDA when available, else CPU
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-
-    def __post_init__(self) -> None:
-        check_ranges("[retrain]", self, {**TRAINING_RULES, "lr": POSITIVE})
-
-
-@dataclass(frozen=True)
 class Study:
     name: str
     spaces: tuple[str, ...]
@@ -197,6 +153,7 @@ class Study:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     controls: ControlsConfig = field(default_factory=ControlsConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)  # nas-mtl tune only; run ignores it
     description: str = ""
     # any field by its dotted path: "search.target_open", "space_params.snr_trans.width",
     # "retrain.lr", "data.params.rho"; one run per point of the grid
@@ -288,6 +245,7 @@ _NESTED = {
     "retrain": RetrainConfig,
     "controls": ControlsConfig,
     "report": ReportConfig,
+    "tune": TuneConfig,
 }
 _USER_KEYS = {f.name for f in dataclasses.fields(Study)} - {"path", "sha256"}
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: where the real data files are.
+"""Shared fixtures: where the real data files are, and a throwaway PostgreSQL server.
 
 The real data (census_income, omniglot, mnist, fashion_mnist) is read from ``$NAS_MTL_DATA_DIR``,
 else from ``<repo>/../shared/data``. Without it the data tests are skipped with a reason --
@@ -7,7 +7,9 @@ except in CI (``$CI`` set), where a missing data folder fails the run instead of
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,26 @@ def data_dir() -> Path:
             pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The SQLAlchemy URL of a throwaway PostgreSQL server for this session (tests/postgres.py).
+
+    Skipped with the reason when no server can start here, except in CI (``$CI`` set) or when
+    ``$NAS_MTL_POSTGRES`` is set (.ci/run sets it after installing PostgreSQL): there a
+    missing server fails the run.
+    """
+    from postgres import REQUIRED_ENV, PostgresUnavailable, postgres_server
+
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(postgres_server())
+        except PostgresUnavailable as e:
+            if os.environ.get("CI") or REQUIRED_ENV in os.environ:
+                pytest.fail(f"{e} (CI or ${REQUIRED_ENV} is set: an error, not a skip)")
+            pytest.skip(str(e))
+        yield server.url
 
 
 def required_space_params(space: str, tasks) -> dict:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
 from nas_mtl.errors import ConfigError, TrainingError
+from nas_mtl.stages import distributed
 from nas_mtl.stages.batches import steps_in_epoch, train_batches
 from nas_mtl.stages.checkpoint import (
     history_until,
@@ -215,15 +216,25 @@ def train(
     ``{stem}_epoch_NNN.pt`` (+ ``{stem}_best.pt``) to ``checkpoint_dir``: weights, optimizer
     and hook states, RNG states and the early-stopping state, so that ``resume`` continues a
     killed run from its last epoch and ends exactly where an uninterrupted run ends.
+
+    Inside :func:`distributed.process_group` (torchrun) the ranks train one model data
+    parallel: each its shard of the batches, rank 0 judging epochs and writing the files.
     """
     start = time.perf_counter()
+    if hooks is not None and distributed.world_size() > 1:
+        raise ConfigError(
+            f"{stem}: only retraining runs data parallel under torchrun; run search (and "
+            f"`nas-mtl run`) as one process"
+        )
+    main = distributed.is_main()  # writes the log and checkpoints
     dev = resolve_device(cfg.device)
     last = last_epoch_checkpoint(checkpoint_dir, stem) if resume else None
-    if log_path is not None and last is None:
+    if log_path is not None and last is None and main:
         log_path.unlink(missing_ok=True)  # the log describes this training only
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = net.to(dev).train()
+    model = distributed.wrap(net, dev)  # DDP under torchrun; else net itself
     tasks = data.tasks
     hooks = hooks or TrainingHooks()
     excluded = {id(p) for p in hooks.parameters_excluded()}
@@ -251,7 +262,7 @@ def train(
             torch.cuda.set_rng_state(state["cuda_rng"], dev)
         stopper.best, stopper.best_epoch, stopper.bad_epochs = state["stopper"]
         step, first, done = state["step"], state["epoch"] + 1, state["done"]
-        history = history_until(log_path, state["epoch"])
+        history = distributed.from_main(partial(history_until, log_path, state["epoch"]))
         best_file = checkpoint_dir / f"{stem}_best.pt"  # type: ignore[operator]
         if stopper.best_epoch >= 0 and best_file.exists():
             best_state = load_checkpoint(best_file, dev)["model"]
@@ -260,7 +271,7 @@ def train(
     bar = tqdm(
         range(first, cfg.epochs if not done else first),
         desc=stem,
-        disable=not progress,
+        disable=not progress or not main,
         leave=False,
     )
     for epoch in bar:
@@ -268,33 +279,38 @@ def train(
         hooks.start_epoch(net, epoch, n_steps_epoch)
         sums = {t.name: 0.0 for t in tasks}
         n_steps = 0
-        for x, y in train_batches(data, split, cfg.batch_size, cfg.steps_per_epoch, gen):
+        batches = train_batches(data, split, cfg.batch_size, cfg.steps_per_epoch, gen)
+        for (x, y), share in distributed.shard(batches):  # share 1.0 in one process
             hooks.before_step(net, step)
             hooks.inspect_batch(net, step, partial(_step_losses, net, data, x, y, dev, cfg.amp))
-            losses = _step_losses(net, data, x, y, dev, cfg.amp)
+            losses = _step_losses(model, data, x, y, dev, cfg.amp)
             loss = weighted_loss(losses, tasks)
             extra = hooks.extra_loss(net)
             if extra is not None:
                 loss = loss + extra
             check_finite(loss, f"{stem} epoch {epoch}")
+            if share != 1.0:  # an epoch's last, partial group of rank batches
+                loss = loss * share
             w_opt.zero_grad(set_to_none=True)
             hooks.zero_grad()
             loss.backward()
             w_opt.step()
             hooks.after_step(net, batch_loss)
+            step += 1
+            if share == 0.0:  # a stand-in step that keeps the ranks in lockstep
+                continue
             for name, v in losses.items():
                 sums[name] += float(v.detach())
             n_steps += 1
-            step += 1
-        ev = evaluate(net, data, data.val, dev, cfg.amp)
-        verdict = hooks.end_epoch(net, ev, dev) or EpochVerdict(ev.loss(tasks))
+        distributed.sync_buffers(net)
+        ev, verdict = distributed.from_main(partial(_judge, net, data, hooks, dev, cfg.amp))
         improved = verdict.eligible and stopper.step(verdict.objective, epoch)
         if improved or best_state is None and epoch == cfg.epochs - 1:
             best_state = copy.deepcopy(net.state_dict())
         record = {
             "epoch": epoch,
             "step": step,
-            "train_loss": {k: v / max(n_steps, 1) for k, v in sums.items()},
+            "train_loss": distributed.mean_over_ranks(sums, n_steps),
             "val_loss": ev.losses,
             "val_objective": ev.loss(tasks),
             "val_metric": ev.primary(tasks),
@@ -304,10 +320,10 @@ def train(
             **verdict.record,
         }
         history.append(record)
-        if log_path is not None:
+        if log_path is not None and main:
             append_jsonl(log_path, record)
         stop = stopper.should_stop and verdict.may_stop
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and main:
             state = {
                 "epoch": epoch,
                 "step": step,
@@ -327,14 +343,16 @@ def train(
         if on_epoch is not None:
             on_epoch(record)
         bar.set_postfix(_postfix(record))
-        log.info("%s epoch %d: %s", stem, epoch, _postfix(record))
+        if main:
+            log.info("%s epoch %d: %s", stem, epoch, _postfix(record))
         if stop:
             break
     if best_state is None:  # no eligible epoch (stopped early): keep the last one
         best_state = copy.deepcopy(net.state_dict())
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and main:
             save_atomic({"epoch": epoch, "model": best_state}, checkpoint_dir / f"{stem}_best.pt")
     net.load_state_dict(best_state)
+    distributed.check_in_sync(net, stem)
     return FitResult(
         model=net,
         best_epoch=stopper.best_epoch if stopper.best_epoch >= 0 else len(history) - 1,
@@ -343,6 +361,14 @@ def train(
         wall_s=time.perf_counter() - start,
         device=str(dev),
     )
+
+
+def _judge(
+    net: nn.Module, data: MultiTaskData, hooks: TrainingHooks, dev: torch.device, amp: bool
+) -> tuple[Evaluation, EpochVerdict]:
+    """An epoch's validation scores and how it counts for selection."""
+    ev = evaluate(net, data, data.val, dev, amp)
+    return ev, hooks.end_epoch(net, ev, dev) or EpochVerdict(ev.loss(data.tasks))
 
 
 def _postfix(record: Mapping[str, Any]) -> dict[str, str]:

@@ -1,0 +1,152 @@
+"""The small study tables: ``[derive]``, ``[controls]``, ``[report]``, ``[retrain]``, ``[tune]``.
+
+Split from ``study`` (which re-exports them) so that the study module keeps to parsing and the
+two large tables, data and search. Each is a frozen dataclass whose fields are the table's keys,
+with its defaults and the reason for each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nas_mtl.errors import ConfigError, did_you_mean
+from nas_mtl.ranges import (
+    AT_LEAST_0,
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    TRAINING_RULES,
+    check_ranges,
+)
+
+
+@dataclass(frozen=True)
+class DeriveConfig:
+    """Turn gate distributions into one discrete architecture."""
+
+    samples: int = 0  # K extra architectures sampled from the gates; best on validation wins
+
+    def __post_init__(self) -> None:
+        check_ranges("[derive]", self, {"samples": AT_LEAST_0})
+
+
+@dataclass(frozen=True)
+class ControlsConfig:
+    """Extra rows that isolate what the search contributes (docs/search.md, "Controls")."""
+
+    # K architectures drawn uniformly at each searched space's open fraction, retrained the
+    # same way: a search that does not beat them has not found structure (standard NAS check)
+    random: int = 0
+
+    def __post_init__(self) -> None:
+        check_ranges("[controls]", self, {"random": AT_LEAST_0})
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What ``nas-mtl run`` adds to its report once every run has finished (docs/plots.md)."""
+
+    plots: bool = False  # each searched run's pictures (nas-mtl plot), embedded in the report
+    cluster: bool = False  # task groups of each searched space (nas-mtl cluster)
+    k: int | None = None  # number of task groups; default: chosen by silhouette
+
+    def __post_init__(self) -> None:
+        check_ranges("[report]", self, {"k": AT_LEAST_1})
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Train the derived, pruned architecture from scratch."""
+
+    epochs: int = 20
+    batch_size: int = 256
+    steps_per_epoch: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 5
+    device: str = "auto"  # auto: CUDA when available, else CPU
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+
+    def __post_init__(self) -> None:
+        check_ranges("[retrain]", self, {**TRAINING_RULES, "lr": POSITIVE})
+
+
+TUNE_OBJECTIVES = ("retrain", "search")
+TUNE_COSTS = ("macs", "params")
+TUNE_PICKS = ("best", "cheapest_within")
+TUNE_PRUNERS = ("median", "none")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """``nas-mtl tune``: an Optuna study over the study's own settings (``docs/tuning.md``).
+
+    Empty ``params`` (the default) means the study cannot be tuned. The dotted paths in
+    ``params`` are checked against the study when tuning starts (``nas_mtl.tuning.config``);
+    the scalar settings are checked here, when the file is read.
+    """
+
+    space: str | None = None  # the searched space to tune; default: the study's first searched
+    # "retrain": validation metric of the retrained derived model (each trial retrains);
+    # "search": validation loss of the search's selected derived architecture (cheaper)
+    objective: str = "retrain"
+    # ["quality"], or ["quality", "macs" | "params"]: a Pareto front of quality against cost
+    directions: tuple[str, ...] = ("quality",)
+    pick: str = "best"  # or "cheapest_within": the cheapest front point within tolerance
+    tolerance: float = 0.01  # relative to the best quality, for pick = "cheapest_within"
+    seed: int = 0  # sampler seed (TPE for one objective, NSGA-II for two)
+    pruner: str = "median"  # median stopping on the search's per-epoch selection loss, or none
+    # trials sampled at random before TPE models (NSGA-II: the population size), and trials
+    # that finish before the pruner may stop one: small budgets need a small number here
+    startup_trials: int = 4
+    # seconds between a running trial's heartbeats; a trial silent for `grace` seconds (its
+    # worker was killed) is marked failed and retried with the same params, up to max_retry
+    heartbeat: int = 10
+    grace: int = 60
+    max_retry: int = 2
+    # dotted study path -> {low, high[, log, step, type]} or {choices = [...]}
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = "[tune]"
+        check_ranges(
+            where,
+            self,
+            {
+                "tolerance": NON_NEGATIVE,
+                "startup_trials": AT_LEAST_1,
+                "heartbeat": AT_LEAST_1,
+                "grace": AT_LEAST_1,
+                "max_retry": AT_LEAST_0,
+            },
+        )
+        for name, value, allowed in (
+            ("objective", self.objective, TUNE_OBJECTIVES),
+            ("pick", self.pick, TUNE_PICKS),
+            ("pruner", self.pruner, TUNE_PRUNERS),
+        ):
+            if value not in allowed:
+                raise ConfigError(
+                    f"{where} {name} = {value!r} is not one of {', '.join(allowed)}"
+                    f"{did_you_mean(str(value), allowed)}"
+                )
+        d = tuple(self.directions)
+        if d != ("quality",) and not (len(d) == 2 and d[0] == "quality" and d[1] in TUNE_COSTS):
+            raise ConfigError(
+                f'{where} directions = {list(d)}; use ["quality"], ["quality", "macs"] or '
+                f'["quality", "params"]'
+            )
+        if self.pick == "cheapest_within" and len(d) < 2:
+            raise ConfigError(
+                f"{where} pick = 'cheapest_within' needs a cost to be cheap in: set "
+                f'directions = ["quality", "macs"] (or "params")'
+            )
+        if self.grace <= self.heartbeat:
+            raise ConfigError(
+                f"{where} grace must exceed heartbeat (a live trial beats every heartbeat "
+                f"seconds), got heartbeat = {self.heartbeat}, grace = {self.grace}"
+            )
+        if not isinstance(self.params, Mapping):
+            raise ConfigError(f"{where} params must be a table ([tune.params]), got {self.params}")

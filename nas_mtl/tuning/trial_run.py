@@ -1,0 +1,153 @@
+"""One trial's stages, search → derive (→ retrain), into its own run directory.
+
+The same stage functions and files as ``nas-mtl run`` (``nas_mtl.pipeline``), with one
+addition that ``run_one`` has no place for: the search's ``on_epoch`` hook, through which the
+pruner sees every epoch and can stop a hopeless trial mid-search. A trial directory is a run
+directory (``context.json`` names the study and the trial's values as its variant), so
+``nas-mtl retrain``, ``derive`` and ``plot`` work on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas_mtl.cost import graph_costs
+from nas_mtl.data import MultiTaskData
+from nas_mtl.errors import ConfigError
+from nas_mtl.graph_files import save_graph
+from nas_mtl.pipeline import SEARCH_INFO, run_derive
+from nas_mtl.results import RunResult, architecture_summary, graph_shape, result_summary
+from nas_mtl.results import write_result as write_run_result
+from nas_mtl.rundir import RUN_MARKER, STUDY_COPY, STUDY_JSON
+from nas_mtl.stages.retrain import retrain
+from nas_mtl.stages.search import search
+from nas_mtl.storage import write_json_atomic
+from nas_mtl.study import Study
+from nas_mtl.study_data import space_graph
+from nas_mtl.supernet import Supernet, learned_gates
+
+TRIALS = "trials"  # OUT/trials/<trial number>/
+
+
+@dataclass
+class TrialRun:
+    """What a finished trial measured: the objective's inputs and the derived model's cost."""
+
+    search_loss: float | None  # the selected derived architecture's validation loss
+    result: RunResult | None  # the retrained model (objective "retrain" only)
+    costs: dict[str, float]  # "macs", "params": the derived model, each part counted once
+    architecture: dict[str, Any]
+    search: dict[str, Any]
+    wall_s: float
+
+
+def write_context(
+    out: Path, rel: str, variant: Mapping[str, Any], space: str, seed: int, sha: str | None
+) -> None:
+    """``context.json`` as ``nas_mtl.rundir.open_run_dir`` writes it, for a trial's depth."""
+    run_dir = out / rel
+    study_file = STUDY_COPY if (out / STUDY_COPY).exists() else STUDY_JSON
+    up = "../" * len(Path(rel).parts)
+    context = {
+        "study": f"{up}{study_file}",
+        "study_sha256": sha or "",
+        "variant": dict(variant),
+        "space": space,
+        "seed": seed,
+    }
+    (run_dir / RUN_MARKER).touch()
+    write_json_atomic(run_dir / "context.json", context)
+
+
+def run_trial(
+    study: Study,
+    variant: Mapping[str, Any],
+    space: str,
+    seed: int,
+    data: MultiTaskData,
+    out: Path,
+    rel: str,
+    *,
+    retrain_model: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = False,
+) -> TrialRun:
+    """Search ``space`` with ``study``'s settings, derive, and retrain when asked.
+
+    ``study`` already holds the trial's values; ``variant`` is what context.json records.
+    """
+    start = time.perf_counter()
+    run_dir = out / rel
+    write_context(out, rel, variant, space, seed, study.sha256)
+    torch.manual_seed(seed)
+    net = Supernet(space_graph(study, space, data))
+    save_graph(net.graph, run_dir / "supernet.json")
+    search_loss = None
+    info: dict[str, Any] = {"searched": False}
+    if learned_gates(net):
+        found = search(
+            net,
+            data,
+            study.search,
+            seed=seed,
+            run_dir=run_dir,
+            progress=progress,
+            on_epoch=on_epoch,
+        )
+        net, search_loss = found.supernet, found.best_val_loss
+        chosen = found.history[found.best_epoch] if found.history else {}
+        info = {  # the fields of run_search's search.json
+            "searched": True,
+            "epochs": len(found.history),
+            "best_epoch": found.best_epoch,
+            "wall_s": found.wall_s,
+            "open_fraction": chosen.get("open_fraction"),
+            "undecided": chosen.get("undecided"),
+            "warnings": found.warnings,
+        }
+    elif not retrain_model:
+        raise ConfigError(
+            f"[tune] objective = 'search' needs a searched space; '{space}' has no learned "
+            f"gates: use objective = 'retrain'"
+        )
+    write_json_atomic(run_dir / SEARCH_INFO, info)
+    provenance = {
+        "seed": seed,
+        "space": space,
+        "variant": dict(variant),
+        "study": study.name,
+        "study_sha256": study.sha256,
+    }
+    arch = run_derive(net, study, data, seed, run_dir, provenance)
+    total = graph_costs(arch)["total"]
+    result = None
+    if retrain_model:
+        retrained = retrain(
+            arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress
+        )
+        result = RunResult(
+            space=space,
+            seed=seed,
+            variant=dict(variant),
+            run_dir=rel,
+            **result_summary(study, data, arch, retrained),
+            supernet={**graph_costs(net.graph), **graph_shape(net.graph)},
+            study_sha256=study.sha256,
+            search=info,
+            wall_s=time.perf_counter() - start,
+        )
+        write_run_result(out, result)
+    return TrialRun(
+        search_loss=search_loss,
+        result=result,
+        costs={"macs": float(total["macs"]), "params": float(total["params"])},
+        architecture=architecture_summary(arch),
+        search=info,
+        wall_s=time.perf_counter() - start,
+    )
