@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from anywhere
 
 from nas_mtl.cluster import ari, cluster_tasks, groups_to_labels  # noqa: E402
+from nas_mtl.model.supernet import Supernet  # noqa: E402
 from nas_mtl.stages.affinity import affinity_similarity  # noqa: E402
 from nas_mtl.stages.search import search  # noqa: E402
 from nas_mtl.study import SearchConfig, Study, load_study  # noqa: E402
 from nas_mtl.study_data import load_data, space_graph  # noqa: E402
-from nas_mtl.supernet import Supernet  # noqa: E402
 
 STUDIES = ("studies/planted_groups.toml", "studies/planted_groups_heldout.toml")
 SPACES = ("gumbel_matrix", "snr_trans")

@@ -46,10 +46,10 @@ from torch.nn import functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from nas_mtl.components import COMPONENTS, tower_macs  # noqa: E402
-from nas_mtl.graph import INPUT, in_shape, infer_shapes  # noqa: E402
-from nas_mtl.spaces import build_space  # noqa: E402
-from nas_mtl.supernet import Supernet  # noqa: E402
+from nas_mtl.model.components import COMPONENTS, tower_macs  # noqa: E402
+from nas_mtl.model.graph import INPUT, in_shape, infer_shapes  # noqa: E402
+from nas_mtl.model.spaces import build_space  # noqa: E402
+from nas_mtl.model.supernet import Supernet  # noqa: E402
 
 BATCH = 512
 INPUT_DIM = 100

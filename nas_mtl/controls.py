@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from nas_mtl.data import MultiTaskData
-from nas_mtl.graph_files import save_architecture
+from nas_mtl.model.graph_files import save_architecture
+from nas_mtl.model.supernet import Supernet
 from nas_mtl.results import (
     RESULT_FILE,
     RunResult,
@@ -29,7 +30,6 @@ from nas_mtl.stages.derive import derive
 from nas_mtl.stages.retrain import retrain
 from nas_mtl.study import Study
 from nas_mtl.study_data import space_graph
-from nas_mtl.supernet import Supernet
 
 RANDOM_SUFFIX = "-random"
 

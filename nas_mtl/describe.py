@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas_mtl.cost import graph_costs
-from nas_mtl.graph import components
+from nas_mtl.model.cost import graph_costs
+from nas_mtl.model.graph import components
+from nas_mtl.model.spaces import build_space
+from nas_mtl.model.supernet import Supernet
 from nas_mtl.results import graph_shape
-from nas_mtl.spaces import build_space
 from nas_mtl.stages.derive import learned_pairs
 from nas_mtl.study import Study
 from nas_mtl.study_data import load_data
-from nas_mtl.supernet import Supernet
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ import torch
 
 import nas_mtl
 from nas_mtl.controls import run_random_control
-from nas_mtl.cost import graph_costs
 from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import ConfigError
-from nas_mtl.graph_files import load_architecture, load_graph, save_architecture, save_graph
+from nas_mtl.model.cost import graph_costs
+from nas_mtl.model.graph_files import load_architecture, load_graph, save_architecture, save_graph
+from nas_mtl.model.supernet import Supernet, learned_gates
 from nas_mtl.report import write_report
 from nas_mtl.report_figures import report_figures
 from nas_mtl.results import (
@@ -57,7 +58,6 @@ from nas_mtl.stages.search import search, targets_of
 from nas_mtl.storage import read_json, write_json_atomic
 from nas_mtl.study import Study, load_study
 from nas_mtl.study_data import load_data, space_graph
-from nas_mtl.supernet import Supernet, learned_gates
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import networkx as nx
 
-from nas_mtl.cost import graph_costs
 from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import ConfigError, NasMtlError
-from nas_mtl.graph import node_layers
 from nas_mtl.metrics import delta_m
+from nas_mtl.model.cost import graph_costs
+from nas_mtl.model.graph import node_layers
 from nas_mtl.stages.evaluation import constant_objective
 from nas_mtl.stages.retrain import RetrainResult
 from nas_mtl.storage import read_json, write_json_atomic

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from nas_mtl.errors import ConfigError, did_you_mean
+from nas_mtl.model.schedules import SCHEDULES
+from nas_mtl.model.spaces import space_path
 from nas_mtl.ranges import (
     AT_LEAST_0,
     AT_LEAST_1,
@@ -25,8 +27,6 @@ from nas_mtl.ranges import (
     TRAINING_RULES,
     check_ranges,
 )
-from nas_mtl.schedules import SCHEDULES
-from nas_mtl.spaces import space_path
 from nas_mtl.study_sections import (
     ControlsConfig,
     DeriveConfig,

@@ -13,7 +13,7 @@ from typing import Any
 import networkx as nx
 
 from nas_mtl.data import MultiTaskData, load_dataset, load_per_task_table, load_table
-from nas_mtl.spaces import build_space
+from nas_mtl.model.spaces import build_space
 from nas_mtl.study import Study
 
 

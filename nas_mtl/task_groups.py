@@ -28,7 +28,7 @@ from nas_mtl.cluster import (
 )
 from nas_mtl.data import DOMAINS, domain_of
 from nas_mtl.errors import ConfigError
-from nas_mtl.graph_files import load_architecture
+from nas_mtl.model.graph_files import load_architecture
 from nas_mtl.results import RESULT_FILE, read_result
 from nas_mtl.rundir import safe_name, study_of_run
 from nas_mtl.stages.affinity import AFFINITY_FILE, affinity_similarity, read_affinity

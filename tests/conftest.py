@@ -63,7 +63,7 @@ def required_space_params(space: str, tasks) -> dict:
     Spaces are tested by iterating the registry; a parameter without a usable default gets
     two groups of tasks here.
     """
-    from nas_mtl.spaces import load_space
+    from nas_mtl.model.spaces import load_space
 
     names = list(tasks)
     if "groups" in load_space(space).params:

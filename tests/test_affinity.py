@@ -13,7 +13,8 @@ from torch import nn
 from nas_mtl.cluster import ari, cluster_tasks
 from nas_mtl.data import load_dataset
 from nas_mtl.errors import ConfigError
-from nas_mtl.spaces import build_space
+from nas_mtl.model.spaces import build_space
+from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages.affinity import (
     AFFINITY_FILE,
     AffinityProbe,
@@ -25,7 +26,6 @@ from nas_mtl.stages.affinity import (
 from nas_mtl.stages.checkpoint import load_checkpoint
 from nas_mtl.stages.search import search
 from nas_mtl.study import SearchConfig
-from nas_mtl.supernet import Supernet
 
 LR = 0.05
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas_mtl.cost import graph_costs
 from nas_mtl.data import load_dataset
-from nas_mtl.spaces import build_space
+from nas_mtl.model.cost import graph_costs
+from nas_mtl.model.spaces import build_space
+from nas_mtl.model.supernet import Supernet, learned_gates
 from nas_mtl.stages.budget import MacsModel, expected_open_fraction, expected_usage
 from nas_mtl.stages.derive import (
     derive,
@@ -15,7 +16,6 @@ from nas_mtl.stages.derive import (
     derived_macs,
     open_fraction,
 )
-from nas_mtl.supernet import Supernet, learned_gates
 
 
 @pytest.fixture(scope="module")

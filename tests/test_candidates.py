@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from nas_mtl.data import load_dataset
-from nas_mtl.spaces import build_space
+from nas_mtl.model.spaces import build_space
+from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages.candidates import choose_architecture, random_architecture
 from nas_mtl.stages.derive import Targets, derive_edges, open_fraction
-from nas_mtl.supernet import Supernet
 
 
 @pytest.fixture(scope="module")

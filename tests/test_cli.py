@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nas_mtl.cli import main
-from nas_mtl.spaces import list_spaces
+from nas_mtl.model.spaces import list_spaces
 
 TINY = """
 name = "tiny"

@@ -19,11 +19,11 @@ from nas_mtl.cluster import (
     stability,
 )
 from nas_mtl.data import load_dataset
-from nas_mtl.spaces import build_space
+from nas_mtl.model.spaces import build_space
+from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.search import search
 from nas_mtl.study import SearchConfig
-from nas_mtl.supernet import Supernet
 
 
 def test_jaccard_distances():
@@ -108,7 +108,7 @@ def test_stability_and_consensus_of_several_seeds():
 
 
 def test_allocation_embedding_of_a_derived_architecture():
-    from nas_mtl.graph import add_component, add_head, connect, new_graph
+    from nas_mtl.model.graph import add_component, add_head, connect, new_graph
 
     g = new_graph((4,), {"a": 1, "b": 1, "c": 1})
     for name, users in (("c1", ["a", "b"]), ("c2", ["c"])):

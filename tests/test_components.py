@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas_mtl.components import COMPONENTS
+from nas_mtl.model.components import COMPONENTS
 
 IMAGE_IN, FLAT_IN = (4, 9, 9), (6,)
 

@@ -7,12 +7,12 @@ import torch
 
 from nas_mtl.data import load_dataset
 from nas_mtl.errors import ConfigError
-from nas_mtl.spaces import build_space
+from nas_mtl.model.spaces import build_space
+from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.evaluation import resolve_device
 from nas_mtl.stages.retrain import retrain
 from nas_mtl.study import RetrainConfig
-from nas_mtl.supernet import Supernet
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

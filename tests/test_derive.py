@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas_mtl.cost import graph_costs
-from nas_mtl.graph_files import load_architecture, save_architecture
-from nas_mtl.spaces import build_space
+from nas_mtl.model.cost import graph_costs
+from nas_mtl.model.graph_files import load_architecture, save_architecture
+from nas_mtl.model.spaces import build_space
+from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.retrain import build_model
-from nas_mtl.supernet import Supernet
 
 TASKS = {"a": 1, "b": 1, "c": 2}
 

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nas_mtl.gates import (
+from nas_mtl.model.gates import (
     GATES,
     BlockEdges,
     FixedGate,
@@ -19,7 +19,7 @@ from nas_mtl.gates import (
     SoftmaxGate,
     gumbel_temperature,
 )
-from nas_mtl.schedules import SchedulePosition, temperature
+from nas_mtl.model.schedules import SchedulePosition, temperature
 
 TASKS = ("a", "b", "c")
 

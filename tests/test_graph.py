@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nas_mtl.errors import ConfigError, GraphError
-from nas_mtl.graph import (
+from nas_mtl.model.graph import (
     add_component,
     add_head,
     assign_layers,
@@ -16,7 +16,7 @@ from nas_mtl.graph import (
     task_subgraph,
     validate,
 )
-from nas_mtl.graph_files import to_json
+from nas_mtl.model.graph_files import to_json
 
 
 def _base():

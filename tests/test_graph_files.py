@@ -8,15 +8,15 @@ import warnings
 import networkx as nx
 import pytest
 
-from nas_mtl.graph import head_id, node_layers
-from nas_mtl.graph_files import (
+from nas_mtl.model.graph import head_id, node_layers
+from nas_mtl.model.graph_files import (
     export_dot,
     export_graphml,
     export_task_subgraphs,
     flat_attributes,
     to_dot,
 )
-from nas_mtl.spaces import build_space
+from nas_mtl.model.spaces import build_space
 
 TASKS = {"a": 1, "b": 2, "c": 1}
 

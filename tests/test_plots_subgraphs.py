@@ -13,7 +13,9 @@ from matplotlib.colors import to_rgba
 
 from nas_mtl.data import GUMBEL_MATRIX_ALPHABETS, load_dataset
 from nas_mtl.errors import GraphError
-from nas_mtl.graph import head_id, node_layers, task_subgraph
+from nas_mtl.model.graph import head_id, node_layers, task_subgraph
+from nas_mtl.model.spaces import build_space
+from nas_mtl.model.supernet import Supernet
 from nas_mtl.plots.gate_log import edge_probabilities
 from nas_mtl.plots.layout import MAX_TASK, MIN_FONT, layered_layout
 from nas_mtl.plots.subgraphs import (
@@ -25,11 +27,9 @@ from nas_mtl.plots.subgraphs import (
     overview_figure,
     task_subgraphs_figure,
 )
-from nas_mtl.spaces import build_space
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.search import SEARCH_LOG, search
 from nas_mtl.study import SearchConfig
-from nas_mtl.supernet import Supernet
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

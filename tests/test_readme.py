@@ -106,7 +106,7 @@ def test_the_root_api_names_resolve():
 
 def test_python_derive_gives_the_architecture_the_cli_wrote(tmp_path):
     import nas_mtl
-    from nas_mtl.graph_files import architecture_record
+    from nas_mtl.model.graph_files import architecture_record
     from nas_mtl.pipeline import load_searched
 
     study = tmp_path / "tiny.toml"
@@ -118,3 +118,14 @@ def test_python_derive_gives_the_architecture_the_cli_wrote(tmp_path):
     derived = architecture_record(nas_mtl.derive(load_searched(run), target_open=target), {})
     for key in ("graph", "task_edges", "open_fraction"):
         assert derived[key] == written[key], key
+
+
+def test_the_study_file_example_is_a_valid_study():
+    import tomllib
+
+    from nas_mtl.study import parse_study
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Study files\n\n```toml\n(.*?)\n```", readme, flags=re.S).group(1)
+    study = parse_study(tomllib.loads(block), "README.md")
+    assert study.report.cluster and study.tune.params and study.controls.random == 3

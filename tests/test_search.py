@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas_mtl.cost import graph_costs
 from nas_mtl.data import load_dataset
 from nas_mtl.errors import ConfigError
-from nas_mtl.spaces import build_space
+from nas_mtl.model.cost import graph_costs
+from nas_mtl.model.spaces import build_space
+from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages.batches import halves
 from nas_mtl.stages.derive import (
     Targets,
@@ -21,7 +22,6 @@ from nas_mtl.stages.derive import (
 )
 from nas_mtl.stages.search import ArchitectureStep, search
 from nas_mtl.study import SearchConfig
-from nas_mtl.supernet import Supernet
 
 
 @pytest.fixture(scope="module")

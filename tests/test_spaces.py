@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nas_mtl.errors import ConfigError
-from nas_mtl.graph import components, head_id
-from nas_mtl.spaces import available_spaces, build_space, list_spaces
+from nas_mtl.model.graph import components, head_id
+from nas_mtl.model.spaces import available_spaces, build_space, list_spaces
 
 SEED = {
     "shared_bottom",

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from nas_mtl.errors import GraphError
-from nas_mtl.graph import add_component, add_head, connect, new_graph, validate
-from nas_mtl.graph_files import load_architecture, load_graph, save_graph, to_json
+from nas_mtl.model.graph import add_component, add_head, connect, new_graph, validate
+from nas_mtl.model.graph_files import load_architecture, load_graph, save_graph, to_json
 
 
 def test_save_load_is_exact_and_versioned(tmp_path):

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from nas_mtl.components import COMPONENTS
-from nas_mtl.gates import HardConcreteGate
-from nas_mtl.graph_files import from_json, to_json
-from nas_mtl.spaces import available_spaces, build_space
-from nas_mtl.supernet import Supernet
+from nas_mtl.model.components import COMPONENTS
+from nas_mtl.model.gates import HardConcreteGate
+from nas_mtl.model.graph_files import from_json, to_json
+from nas_mtl.model.spaces import available_spaces, build_space
+from nas_mtl.model.supernet import Supernet
 from tests.conftest import required_space_params
 
 TASKS = {"a": 1, "b": 1, "c": 3, "d": 1}

@@ -16,7 +16,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from nas_mtl.graph import head_id, node_layers
+from nas_mtl.model.graph import head_id, node_layers
 from nas_mtl.plots.figures import new_figure, save_figure
 
 MAX_LABELLED_COLUMNS = 80  # beyond this the column names are unreadable: layers are labelled

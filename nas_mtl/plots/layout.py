@@ -5,7 +5,7 @@ part to get right and is checked on its own: positions and sizes are plain numbe
 computed before any axes exist, so a test can assert on them without rendering a figure.
 
 The input is at the bottom, heads at the top, one row per layer
-(:func:`nas_mtl.graph.node_layers`), nodes spread evenly in graph order. Every box is sized
+(:func:`nas_mtl.model.graph.node_layers`), nodes spread evenly in graph order. Every box is sized
 from its label as matplotlib will render it (:func:`box_size`), so a row is always wide enough
 for its boxes and labels never overlap, whatever the number of tasks or components; the font
 shrinks (to a legible floor, :data:`MIN_FONT`) as rows and panels multiply
@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from nas_mtl.graph import node_layers
+from nas_mtl.model.graph import node_layers
 from nas_mtl.plots.figures import DPI
 
 MAX_FONT, MIN_FONT = 9.0, 5.5  # points; below 5.5 pt a 130 dpi PNG is not legible

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_mtl.errors import ConfigError
-from nas_mtl.graph_files import export_task_subgraphs, load_architecture
+from nas_mtl.model.graph_files import export_task_subgraphs, load_architecture
 from nas_mtl.plots.allocation import allocation, draw_allocation, draw_sharing, sharing_by_layer
 from nas_mtl.plots.curves import draw_gate_trajectories, draw_search_curves
 from nas_mtl.plots.gate_log import edge_probabilities

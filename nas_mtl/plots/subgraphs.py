@@ -3,7 +3,7 @@
 Two pictures of one routing graph (a supernet or a derived architecture):
 
 - :func:`draw_task_subgraphs`: small multiples, one panel per task. The whole graph is drawn in
-  grey behind each panel and the task's subgraph (:func:`nas_mtl.graph.task_subgraph`) in
+  grey behind each panel and the task's subgraph (:func:`nas_mtl.model.graph.task_subgraph`) in
   colour, so panels compare at a glance: same layout, same scale.
 - :func:`draw_overview`: the whole graph once, each component coloured by how many tasks use
   it (the sharing pattern of a Gumbel-Matrix search, Maziarz et al. 2019, as a graph);
@@ -37,7 +37,7 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 
 from nas_mtl.errors import GraphError
-from nas_mtl.graph import head_id, task_subgraph
+from nas_mtl.model.graph import head_id, task_subgraph
 from nas_mtl.plots.canvas import (
     EDGE,
     NODE_LABEL,

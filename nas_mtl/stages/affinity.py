@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nas_mtl.model.supernet import Supernet, hold_gates_open
 from nas_mtl.storage import read_json, write_json_atomic
-from nas_mtl.supernet import Supernet, hold_gates_open
 
 __all__ = [
     "AFFINITY_FILE",

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nas_mtl.cost import part_costs
-from nas_mtl.graph import INPUT, head_id
+from nas_mtl.model.cost import part_costs
+from nas_mtl.model.graph import INPUT, head_id
+from nas_mtl.model.supernet import Supernet, learned_gates
 from nas_mtl.stages.derive import Targets, learned_pairs
-from nas_mtl.supernet import Supernet, learned_gates
 
 
 @dataclass

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from nas_mtl.data import MultiTaskData
-from nas_mtl.graph import INPUT, head_id
+from nas_mtl.model.graph import INPUT, head_id
+from nas_mtl.model.supernet import Supernet, learned_gates
 from nas_mtl.stages.derive import (
     Decisions,
     DerivedEdges,
@@ -26,7 +27,6 @@ from nas_mtl.stages.derive import (
     sampled_decisions,
 )
 from nas_mtl.stages.evaluation import evaluate
-from nas_mtl.supernet import Supernet, learned_gates
 
 
 def random_architecture(

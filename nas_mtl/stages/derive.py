@@ -22,9 +22,9 @@ import networkx as nx
 import torch
 from torch import Tensor
 
-from nas_mtl.cost import graph_costs
-from nas_mtl.graph import INPUT, gate_spec, head_id, task_subgraph, validate
-from nas_mtl.supernet import Supernet, learned_gates
+from nas_mtl.model.cost import graph_costs
+from nas_mtl.model.graph import INPUT, gate_spec, head_id, task_subgraph, validate
+from nas_mtl.model.supernet import Supernet, learned_gates
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import networkx as nx
 import torch
 
 from nas_mtl.data import MultiTaskData
+from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages.evaluation import Evaluation, evaluate, resolve_device
 from nas_mtl.stages.training import FitResult, train, train_config
 from nas_mtl.study import RetrainConfig
-from nas_mtl.supernet import Supernet
 
 RETRAIN_LOG = "retrain_log.jsonl"
 

@@ -31,7 +31,8 @@ from torch import Tensor, nn
 
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
 from nas_mtl.errors import ConfigError
-from nas_mtl.schedules import SchedulePosition
+from nas_mtl.model.schedules import SchedulePosition
+from nas_mtl.model.supernet import Supernet, hold_gates_open, learned_gates
 from nas_mtl.stages.affinity import AffinityProbe, TaskAffinity, write_affinity
 from nas_mtl.stages.batches import halves, train_batches
 from nas_mtl.stages.budget import MacsModel, expected_excess, expected_open_fraction, expected_usage
@@ -55,7 +56,6 @@ from nas_mtl.stages.training import (
     train_config,
 )
 from nas_mtl.study import SearchConfig
-from nas_mtl.supernet import Supernet, hold_gates_open, learned_gates
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
 from nas_mtl.errors import ConfigError, TrainingError
+from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages import distributed
 from nas_mtl.stages.batches import steps_in_epoch, train_batches
 from nas_mtl.stages.checkpoint import (
@@ -40,7 +41,6 @@ from nas_mtl.stages.evaluation import (
     weighted_loss,
 )
 from nas_mtl.storage import append_jsonl
-from nas_mtl.supernet import Supernet
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 import optuna
 
 from nas_mtl.errors import ConfigError, did_you_mean
-from nas_mtl.gates import GATES
-from nas_mtl.spaces import load_space
+from nas_mtl.model.gates import GATES
+from nas_mtl.model.spaces import load_space
 from nas_mtl.study import Study, _with_value
 from nas_mtl.study_sections import TuneConfig
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from nas_mtl.cost import graph_costs
 from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import ConfigError
-from nas_mtl.graph_files import save_graph
+from nas_mtl.model.cost import graph_costs
+from nas_mtl.model.graph_files import save_graph
+from nas_mtl.model.supernet import Supernet, learned_gates
 from nas_mtl.pipeline import SEARCH_INFO, run_derive
 from nas_mtl.results import RunResult, architecture_summary, graph_shape, result_summary
 from nas_mtl.results import write_result as write_run_result
@@ -30,7 +31,6 @@ from nas_mtl.stages.search import search
 from nas_mtl.storage import write_json_atomic
 from nas_mtl.study import Study
 from nas_mtl.study_data import space_graph
-from nas_mtl.supernet import Supernet, learned_gates
 
 TRIALS = "trials"  # OUT/trials/<trial number>/
 

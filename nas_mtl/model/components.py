@@ -285,4 +285,4 @@ def tower_params(d_in: int, hidden: Sequence[int], out_dim: int) -> int:
 
 
 # the image kinds (convolutions, pools) register themselves on import
-from nas_mtl import components_image as _image_kinds  # noqa: E402, F401
+from nas_mtl.model import components_image as _image_kinds  # noqa: E402, F401

@@ -19,7 +19,7 @@ from typing import Any
 import networkx as nx
 
 from nas_mtl.errors import ConfigError, did_you_mean
-from nas_mtl.graph import (
+from nas_mtl.model.graph import (
     INPUT,
     add_component,
     add_head,
@@ -57,7 +57,7 @@ def spaces_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("NAS_MTL_SPACES_DIR"):
         dirs.append(Path(os.environ["NAS_MTL_SPACES_DIR"]))
-    dirs.append(Path(__file__).resolve().parent.parent / "search_spaces")
+    dirs.append(Path(__file__).resolve().parents[2] / "search_spaces")
     dirs.append(Path(sys.prefix) / "share" / "nas-mtl" / "search_spaces")
     return [d for d in dirs if d.is_dir()]
 

@@ -16,9 +16,9 @@ import networkx as nx
 import torch
 from torch import Tensor, nn
 
-from nas_mtl.components import COMPONENTS, BatchedTowers, BiasActivation, Shape
-from nas_mtl.gates import GATES, Gate, edges_for_block
-from nas_mtl.graph import in_shape
+from nas_mtl.model.components import COMPONENTS, BatchedTowers, BiasActivation, Shape
+from nas_mtl.model.gates import GATES, Gate, edges_for_block
+from nas_mtl.model.graph import in_shape
 
 
 def component_signature(node_data: dict, by_usage: bool = False) -> str:

@@ -26,12 +26,12 @@ import networkx as nx
 import torch
 from torch import Tensor, nn
 
-from nas_mtl.blocks import Block, component_signature, gate_signature, prunes_streams
-from nas_mtl.components import BatchedTowers, Shape
 from nas_mtl.errors import GraphError
-from nas_mtl.gates import Gate, GateContext
-from nas_mtl.graph import INPUT, in_shape, node_layers, validate
-from nas_mtl.schedules import SchedulePosition
+from nas_mtl.model.blocks import Block, component_signature, gate_signature, prunes_streams
+from nas_mtl.model.components import BatchedTowers, Shape
+from nas_mtl.model.gates import Gate, GateContext
+from nas_mtl.model.graph import INPUT, in_shape, node_layers, validate
+from nas_mtl.model.schedules import SchedulePosition
 
 
 class Supernet(nn.Module):

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from nas_mtl.errors import GraphError
-from nas_mtl.gates import GATES, BlockEdges, Gate, GateContext, _task_select, _var_index
-from nas_mtl.schedules import SchedulePosition, sqrt_step_temperature, temperature
+from nas_mtl.model.gates import GATES, BlockEdges, Gate, GateContext, _task_select, _var_index
+from nas_mtl.model.schedules import SchedulePosition, sqrt_step_temperature, temperature
 
 
 @GATES.register("hard_concrete", "SNR coding variables: hard-concrete / L0 gates (Louizos 2018)")

@@ -12,8 +12,8 @@ from typing import Any
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from nas_mtl.components import COMPONENTS, ComponentKind, Shape, _image_out, activation
 from nas_mtl.errors import GraphError
+from nas_mtl.model.components import COMPONENTS, ComponentKind, Shape, _image_out, activation
 
 
 class GroupedConv(nn.Module):

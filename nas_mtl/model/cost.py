@@ -12,8 +12,8 @@ from typing import Any
 
 import networkx as nx
 
-from nas_mtl.components import COMPONENTS, tower_macs, tower_params
-from nas_mtl.graph import INPUT, head_id, in_shape, validate
+from nas_mtl.model.components import COMPONENTS, tower_macs, tower_params
+from nas_mtl.model.graph import INPUT, head_id, in_shape, validate
 
 
 def edge_active_for(data: dict[str, Any], task: str) -> bool:

@@ -26,8 +26,8 @@ from typing import Any
 
 import networkx as nx
 
-from nas_mtl.components import COMPONENTS, Shape
 from nas_mtl.errors import GraphError
+from nas_mtl.model.components import COMPONENTS, Shape
 
 INPUT = "input"
 ROLES = ("input", "component", "head")
@@ -224,7 +224,7 @@ def validate(g: nx.DiGraph) -> dict[str, Shape]:
     Errors name the node or edge and the fix, because graphs often come from user files. The
     graph is only read: missing layers are computed (:func:`node_layers`), not written.
     """
-    from nas_mtl.gates import GATES  # local: gates import graph constants
+    from nas_mtl.model.gates import GATES  # local: gates import graph constants
 
     if INPUT not in g or g.nodes[INPUT].get("role") != "input":
         raise GraphError(f"the graph needs an input node named '{INPUT}' with role 'input'")

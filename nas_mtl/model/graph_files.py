@@ -24,7 +24,14 @@ from networkx.readwrite import json_graph
 
 import nas_mtl
 from nas_mtl.errors import GraphError
-from nas_mtl.graph import FORMAT, FORMAT_VERSION, head_id, node_layers, task_subgraph, validate
+from nas_mtl.model.graph import (
+    FORMAT,
+    FORMAT_VERSION,
+    head_id,
+    node_layers,
+    task_subgraph,
+    validate,
+)
 from nas_mtl.rundir import safe_name
 from nas_mtl.storage import read_json, write_bytes_atomic, write_json_atomic
 
@@ -217,7 +224,7 @@ def export_dot(g: nx.DiGraph, path: str | Path) -> Path:
 def export_task_subgraphs(g: nx.DiGraph, folder: str | Path) -> list[Path]:
     """``<task>.graphml`` and ``<task>.dot`` of every task's subgraph in ``folder``.
 
-    Subgraphs come from :func:`nas_mtl.graph.task_subgraph`; file names are slugs of the task
+    Subgraphs come from :func:`nas_mtl.model.graph.task_subgraph`; file names are slugs of the task
     names (a slug that two tasks share gets the task's index appended). A task whose head is
     unreachable gets empty files and a warning.
     """

@@ -10,7 +10,7 @@ of gate they hold:
     learned             True when the gate carries architecture variables the search learns
     forward(ctx)        sample in training, deterministic value in eval
     penalty_terms()     (sum, count) of the gate's own regularizer, named by ``penalty_name``
-    set_position(pos)   follow the search's temperature schedule (``nas_mtl.schedules``)
+    set_position(pos)   follow the search's temperature schedule (``nas_mtl.model.schedules``)
     temperature         the current temperature, or None for gates without one
     open_probability()  P(edge open), (T or 1, J, C), differentiable
     decisions()         the discrete architecture, bool (T or 1, J, C)
@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from nas_mtl.errors import GraphError
+from nas_mtl.model.schedules import SchedulePosition
 from nas_mtl.registry import Registry
-from nas_mtl.schedules import SchedulePosition
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,7 @@ def edges_for_block(
 
 
 # the learned gate kinds register themselves on import; re-exported here for one import path
-from nas_mtl.gates_learned import (  # noqa: E402
+from nas_mtl.model.gates_learned import (  # noqa: E402
     GumbelGate,
     HardConcreteGate,
     gumbel_temperature,
