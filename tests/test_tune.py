@@ -238,7 +238,9 @@ def test_pruning_hook_reports_the_selection_loss_and_prunes_when_told():
 
 def test_pruned_trials_count_as_finished_and_are_never_picked(tmp_path, monkeypatch, capsys):
     """The pruner, the counting and the pick on scripted search curves (no training)."""
+    from nas_mtl.study import load_study
     from nas_mtl.tuning import objective
+    from nas_mtl.tuning.store import pruning_starts
     from nas_mtl.tuning.trial_run import TrialRun, write_context
 
     curves = {0: [3.0, 2.0, 1.0], 1: [9.0, 8.0, 7.0], 2: [2.5, 1.5, 0.5], 3: [9.5, 9.0, 8.5]}
@@ -264,12 +266,13 @@ def test_pruned_trials_count_as_finished_and_are_never_picked(tmp_path, monkeypa
         TrialState.COMPLETE,
         TrialState.PRUNED,
     ]
-    assert trials[1].user_attrs["pruned_at_epoch"] == 0 and trials[1].intermediate_values == {
-        0: 9.0
-    }
+    # never before the annealing is half done: epoch 1 of this 2-epoch search
+    start = pruning_starts(load_study(tmp_path / "tiny.toml").search)
+    assert start == 1 and trials[1].user_attrs["pruned_at_epoch"] == start
+    assert trials[1].intermediate_values == {0: 9.0, 1: 8.0}
     assert trials[2].values == [0.5] and trials[2].intermediate_values == {0: 2.5, 1: 1.5, 2: 0.5}
     printed = capsys.readouterr().out
-    assert "trial   1 pruned   at search epoch 0 (selection loss 9)" in printed
+    assert "trial   1 pruned   at search epoch 1 (selection loss 8)" in printed
     assert json.loads((out / "best.json").read_text())["number"] == 2
     assert (out / "plots" / "intermediate_values.png").exists()
 

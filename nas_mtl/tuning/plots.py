@@ -89,12 +89,24 @@ def _importances(
     return ax
 
 
+LEGEND_ROWS = 14  # trials listed per legend column
+
+
 def _intermediate(study: optuna.Study) -> Axes:
     ax = ovm.plot_intermediate_values(study)
     ax.set_title("Search curves seen by the pruner")
     ax.set_xlabel("search epoch")
     ax.set_ylabel("selection loss (val.)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    legend = ax.get_legend()
+    if legend is not None and len(legend.get_texts()) > LEGEND_ROWS:
+        # Optuna's one-column legend beside the axes runs off the figure past ~15 trials
+        ax.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize=6,
+            ncol=-(-len(legend.get_texts()) // LEGEND_ROWS),
+        )
     return ax
 
 
