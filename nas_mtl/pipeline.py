@@ -53,7 +53,7 @@ from nas_mtl.stages.checkpoint import load_checkpoint
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.distributed import process_group
 from nas_mtl.stages.evaluation import resolve_device
-from nas_mtl.stages.retrain import retrain
+from nas_mtl.stages.retrain import RetrainResult, retrain
 from nas_mtl.stages.search import search, targets_of
 from nas_mtl.storage import read_json, write_json_atomic
 from nas_mtl.study import Study, load_study
@@ -73,11 +73,13 @@ def run_search(
     run_dir: Path,
     progress: bool = False,
     resume: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[Supernet, dict[str, Any]]:
     """Build the space's supernet and search its gates (spaces without gates skip search).
 
     With ``resume``, a finished search is read back and an interrupted one continues from its
-    last epoch checkpoint.
+    last epoch checkpoint. ``on_epoch`` sees every search epoch's log record (a tuning
+    trial's pruner).
     """
     if resume and (run_dir / SEARCH_INFO).exists():
         return load_searched(run_dir), read_json(run_dir / SEARCH_INFO, "search summary")
@@ -89,13 +91,21 @@ def run_search(
         write_json_atomic(run_dir / SEARCH_INFO, info)
         return net, info
     result = search(
-        net, data, study.search, seed=seed, run_dir=run_dir, progress=progress, resume=resume
+        net,
+        data,
+        study.search,
+        seed=seed,
+        run_dir=run_dir,
+        progress=progress,
+        resume=resume,
+        on_epoch=on_epoch,
     )
     chosen = result.history[result.best_epoch] if result.history else {}
     info = {
         "searched": True,
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,
+        "selection_loss": result.best_val_loss,  # the selected epoch's selection objective
         "wall_s": result.wall_s,
         "open_fraction": chosen.get("open_fraction"),
         "undecided": chosen.get("undecided"),
@@ -174,7 +184,26 @@ def run_one(
     retrained = retrain(
         arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress, resume=resume
     )
-    result = RunResult(
+    result = run_result(study, data, net, arch, retrained, search_info, variant, space, seed, rel)
+    result = replace(result, wall_s=time.perf_counter() - start)
+    write_result(out, result)
+    return result
+
+
+def run_result(
+    study: Study,
+    data: MultiTaskData,
+    net: Supernet,
+    arch: nx.DiGraph,
+    retrained: RetrainResult,
+    search_info: Mapping[str, Any],
+    variant: Mapping[str, Any],
+    space: str,
+    seed: int,
+    rel: str,
+) -> RunResult:
+    """The result record of one searched, derived and retrained run (``wall_s`` left 0)."""
+    return RunResult(
         space=space,
         seed=seed,
         variant=dict(variant),
@@ -182,11 +211,9 @@ def run_one(
         **result_summary(study, data, arch, retrained),
         supernet={**graph_costs(net.graph), **graph_shape(net.graph)},
         study_sha256=study.sha256,
-        search=search_info,
-        wall_s=time.perf_counter() - start,
+        search=dict(search_info),
+        wall_s=0.0,
     )
-    write_result(out, result)
-    return result
 
 
 def _run_all(

@@ -1,8 +1,8 @@
 """One trial's stages, search → derive (→ retrain), into its own run directory.
 
-The same stage functions and files as ``nas-mtl run`` (``nas_mtl.pipeline``), with one
-addition that ``run_one`` has no place for: the search's ``on_epoch`` hook, through which the
-pruner sees every epoch and can stop a hopeless trial mid-search. A trial directory is a run
+The same stage functions and files as ``nas-mtl run`` (``nas_mtl.pipeline``), with the
+search's ``on_epoch`` hook, through which the pruner sees every epoch and can stop a hopeless
+trial mid-search. A trial directory is a run
 directory (``context.json`` names the study and the trial's values as its variant), so
 ``nas-mtl retrain``, ``derive`` and ``plot`` work on it.
 """
@@ -11,26 +11,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import ConfigError
 from nas_mtl.model.cost import graph_costs
-from nas_mtl.model.graph_files import save_graph
-from nas_mtl.model.supernet import Supernet, learned_gates
-from nas_mtl.pipeline import SEARCH_INFO, run_derive
-from nas_mtl.results import RunResult, architecture_summary, graph_shape, result_summary
+from nas_mtl.pipeline import run_derive, run_result, run_search
+from nas_mtl.results import RunResult, architecture_summary
 from nas_mtl.results import write_result as write_run_result
 from nas_mtl.rundir import RUN_MARKER, STUDY_COPY, STUDY_JSON
 from nas_mtl.stages.retrain import retrain
-from nas_mtl.stages.search import search
 from nas_mtl.storage import write_json_atomic
 from nas_mtl.study import Study
-from nas_mtl.study_data import space_graph
 
 TRIALS = "trials"  # OUT/trials/<trial number>/
 
@@ -85,38 +79,12 @@ def run_trial(
     start = time.perf_counter()
     run_dir = out / rel
     write_context(out, rel, variant, space, seed, study.sha256)
-    torch.manual_seed(seed)
-    net = Supernet(space_graph(study, space, data))
-    save_graph(net.graph, run_dir / "supernet.json")
-    search_loss = None
-    info: dict[str, Any] = {"searched": False}
-    if learned_gates(net):
-        found = search(
-            net,
-            data,
-            study.search,
-            seed=seed,
-            run_dir=run_dir,
-            progress=progress,
-            on_epoch=on_epoch,
-        )
-        net, search_loss = found.supernet, found.best_val_loss
-        chosen = found.history[found.best_epoch] if found.history else {}
-        info = {  # the fields of run_search's search.json
-            "searched": True,
-            "epochs": len(found.history),
-            "best_epoch": found.best_epoch,
-            "wall_s": found.wall_s,
-            "open_fraction": chosen.get("open_fraction"),
-            "undecided": chosen.get("undecided"),
-            "warnings": found.warnings,
-        }
-    elif not retrain_model:
+    net, info = run_search(study, space, data, seed, run_dir, progress, on_epoch=on_epoch)
+    if not info["searched"] and not retrain_model:
         raise ConfigError(
             f"[tune] objective = 'search' needs a searched space; '{space}' has no learned "
             f"gates: use objective = 'retrain'"
         )
-    write_json_atomic(run_dir / SEARCH_INFO, info)
     provenance = {
         "seed": seed,
         "space": space,
@@ -131,20 +99,11 @@ def run_trial(
         retrained = retrain(
             arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress
         )
-        result = RunResult(
-            space=space,
-            seed=seed,
-            variant=dict(variant),
-            run_dir=rel,
-            **result_summary(study, data, arch, retrained),
-            supernet={**graph_costs(net.graph), **graph_shape(net.graph)},
-            study_sha256=study.sha256,
-            search=info,
-            wall_s=time.perf_counter() - start,
-        )
+        result = run_result(study, data, net, arch, retrained, info, variant, space, seed, rel)
+        result = replace(result, wall_s=time.perf_counter() - start)
         write_run_result(out, result)
     return TrialRun(
-        search_loss=search_loss,
+        search_loss=info.get("selection_loss"),
         result=result,
         costs={"macs": float(total["macs"]), "params": float(total["params"])},
         architecture=architecture_summary(arch),
