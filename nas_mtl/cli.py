@@ -166,7 +166,7 @@ def _search(args: argparse.Namespace) -> int:
 def _derive(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from nas_mtl.pipeline import load_searched, run_derive
+    from nas_mtl.pipeline import load_searched, run_derive, run_provenance
     from nas_mtl.rundir import study_of_run
     from nas_mtl.study_data import load_data
 
@@ -175,20 +175,9 @@ def _derive(args: argparse.Namespace) -> int:
         study = replace(study, derive=replace(study.derive, samples=args.samples))
     data = load_data(study, ctx["variant"], ctx["seed"], args.data_dir)
     net = load_searched(args.run_dir)
-    arch = run_derive(
-        net,
-        study,
-        data,
-        ctx["seed"],
-        args.run_dir,
-        {
-            "seed": ctx["seed"],
-            "space": ctx["space"],
-            "variant": ctx["variant"],
-            "study": study.name,
-            "study_sha256": study.sha256,
-        },
-    )
+    seed = ctx["seed"]
+    why = run_provenance(study, ctx["variant"], ctx["space"], seed)
+    arch = run_derive(net, study, data, seed, args.run_dir, why)
     n_comp = sum(1 for _, r in arch.nodes(data="role") if r == "component")
     print(
         f"{args.run_dir / 'architecture.json'}: {n_comp} components, {arch.number_of_edges()} edges"

@@ -133,6 +133,19 @@ def run_derive(
     return arch
 
 
+def run_provenance(
+    study: Study, variant: Mapping[str, Any], space: str, seed: int
+) -> dict[str, Any]:
+    """Where a derived architecture came from, as ``architecture.json`` records it."""
+    return {
+        "seed": seed,
+        "space": space,
+        "variant": dict(variant),
+        "study": study.name,
+        "study_sha256": study.sha256,
+    }
+
+
 def load_searched(run_dir: Path) -> Supernet:
     """The searched supernet of a run directory (graph + best search checkpoint)."""
     net = Supernet(load_graph(run_dir / "supernet.json"))
@@ -168,19 +181,13 @@ def run_one(
     if not resume:
         replace_run_dir(out, rel)
     open_run_dir(out, variant, space, seed, study.sha256)
-    provenance = {
-        "seed": seed,
-        "space": space,
-        "variant": dict(variant),
-        "study": study.name,
-        "study_sha256": study.sha256,
-    }
     net, search_info = run_search(study, space, data, seed, run_dir, progress, resume)
     derived = run_dir / "architecture.json"
     if resume and derived.exists():
         arch = load_architecture(derived).graph
     else:
-        arch = run_derive(net, study, data, seed, run_dir, provenance)
+        why = run_provenance(study, variant, space, seed)
+        arch = run_derive(net, study, data, seed, run_dir, why)
     retrained = retrain(
         arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress, resume=resume
     )

@@ -228,13 +228,27 @@ def open_run_dir(
     out: Path, variant: Mapping[str, Any], space: str, seed: int, study_sha256: str = ""
 ) -> Path:
     """``OUT/<variant>/<space>/seed_<s>`` with its marker and context.json (what the run is)."""
-    run_dir = _inside(out, out / run_rel(variant, space, seed))
+    return write_run_context(out, run_rel(variant, space, seed), variant, space, seed, study_sha256)
+
+
+def write_run_context(
+    out: Path,
+    rel: str,
+    variant: Mapping[str, Any],
+    space: str,
+    seed: int,
+    study_sha256: str | None = "",
+) -> Path:
+    """Make ``OUT/rel`` a run directory: its marker, and a context.json whose study path is
+    relative to it (so a run directory at any depth, a tuning trial's included, finds the
+    study copy)."""
+    run_dir = _inside(out, out / rel)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_MARKER).touch()
     study_file = STUDY_COPY if (out / STUDY_COPY).exists() else STUDY_JSON
     context = {
-        "study": f"../../../{study_file}",
-        "study_sha256": study_sha256,
+        "study": "../" * len(Path(rel).parts) + study_file,
+        "study_sha256": study_sha256 or "",
         "variant": dict(variant),
         "space": space,
         "seed": seed,

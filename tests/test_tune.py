@@ -238,15 +238,16 @@ def test_pruning_hook_reports_the_selection_loss_and_prunes_when_told():
 
 def test_pruned_trials_count_as_finished_and_are_never_picked(tmp_path, monkeypatch, capsys):
     """The pruner, the counting and the pick on scripted search curves (no training)."""
+    from nas_mtl.rundir import write_run_context
     from nas_mtl.study import load_study
     from nas_mtl.tuning import objective
     from nas_mtl.tuning.store import pruning_starts
-    from nas_mtl.tuning.trial_run import TrialRun, write_context
+    from nas_mtl.tuning.trial_run import TrialRun
 
     curves = {0: [3.0, 2.0, 1.0], 1: [9.0, 8.0, 7.0], 2: [2.5, 1.5, 0.5], 3: [9.5, 9.0, 8.5]}
 
     def scripted(study, variant, space, seed, data, out, rel, *, retrain_model, on_epoch, **_):
-        write_context(out, rel, variant, space, seed, study.sha256)
+        write_run_context(out, rel, variant, space, seed, study.sha256)
         losses = curves[int(rel.rsplit("/", 1)[1])]
         for epoch, loss in enumerate(losses):
             on_epoch({"epoch": epoch, "selection_objective": loss})

@@ -18,12 +18,11 @@ from typing import Any
 from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import ConfigError
 from nas_mtl.model.cost import graph_costs
-from nas_mtl.pipeline import run_derive, run_result, run_search
+from nas_mtl.pipeline import run_derive, run_provenance, run_result, run_search
 from nas_mtl.results import RunResult, architecture_summary
 from nas_mtl.results import write_result as write_run_result
-from nas_mtl.rundir import RUN_MARKER, STUDY_COPY, STUDY_JSON
+from nas_mtl.rundir import write_run_context
 from nas_mtl.stages.retrain import retrain
-from nas_mtl.storage import write_json_atomic
 from nas_mtl.study import Study
 
 TRIALS = "trials"  # OUT/trials/<trial number>/
@@ -39,24 +38,6 @@ class TrialRun:
     architecture: dict[str, Any]
     search: dict[str, Any]
     wall_s: float
-
-
-def write_context(
-    out: Path, rel: str, variant: Mapping[str, Any], space: str, seed: int, sha: str | None
-) -> None:
-    """``context.json`` as ``nas_mtl.rundir.open_run_dir`` writes it, for a trial's depth."""
-    run_dir = out / rel
-    study_file = STUDY_COPY if (out / STUDY_COPY).exists() else STUDY_JSON
-    up = "../" * len(Path(rel).parts)
-    context = {
-        "study": f"{up}{study_file}",
-        "study_sha256": sha or "",
-        "variant": dict(variant),
-        "space": space,
-        "seed": seed,
-    }
-    (run_dir / RUN_MARKER).touch()
-    write_json_atomic(run_dir / "context.json", context)
 
 
 def run_trial(
@@ -78,21 +59,14 @@ def run_trial(
     """
     start = time.perf_counter()
     run_dir = out / rel
-    write_context(out, rel, variant, space, seed, study.sha256)
+    write_run_context(out, rel, variant, space, seed, study.sha256)
     net, info = run_search(study, space, data, seed, run_dir, progress, on_epoch=on_epoch)
     if not info["searched"] and not retrain_model:
         raise ConfigError(
             f"[tune] objective = 'search' needs a searched space; '{space}' has no learned "
             f"gates: use objective = 'retrain'"
         )
-    provenance = {
-        "seed": seed,
-        "space": space,
-        "variant": dict(variant),
-        "study": study.name,
-        "study_sha256": study.sha256,
-    }
-    arch = run_derive(net, study, data, seed, run_dir, provenance)
+    arch = run_derive(net, study, data, seed, run_dir, run_provenance(study, variant, space, seed))
     total = graph_costs(arch)["total"]
     result = None
     if retrain_model:
