@@ -97,6 +97,12 @@ class TuneConfig:
     pick: str = "best"  # or "cheapest_within": the cheapest front point within tolerance
     tolerance: float = 0.01  # relative to the best quality, for pick = "cheapest_within"
     seed: int = 0  # sampler seed (TPE for one objective, NSGA-II for two)
+    # the seeds every trial trains (data split, initialisation): quality is their mean, so a
+    # pick is not a lucky draw of one seed; empty: the study's first seed only (cheapest)
+    seeds: tuple[int, ...] = ()
+    # trial 0 runs the study's own values of the tuned keys: the tuning starts from the
+    # default, so the pick is never worse than it on the objective
+    baseline: bool = True
     pruner: str = "median"  # median stopping on the search's per-epoch selection loss, or none
     # trials sampled at random before TPE models (NSGA-II: the population size), and trials
     # that finish before the pruner may stop one: small budgets need a small number here
@@ -150,3 +156,8 @@ class TuneConfig:
             )
         if not isinstance(self.params, Mapping):
             raise ConfigError(f"{where} params must be a table ([tune.params]), got {self.params}")
+        seeds = tuple(self.seeds)
+        if any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+            raise ConfigError(f"{where} seeds must be whole numbers, got {list(seeds)}")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{where} seeds lists a seed twice: {list(seeds)}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -380,6 +379,41 @@ def test_tune_runs_to_n_finished_trials_and_hands_over_the_pick(tmp_path, capsys
     assert len(_trials(out)) == 4
 
 
+def test_trial_zero_runs_the_study_values_and_each_trial_averages_its_seeds(tmp_path):
+    study = _study(tmp_path, 'pruner = "none"\nstartup_trials = 2\nseeds = [0, 1]')
+    out = tmp_path / "out"
+    assert main(["tune", str(study), "--trials", "2", "--out", str(out)]) == 0
+    trials = _trials(out)
+    baseline = load_study(study)
+    assert trials[0].user_attrs["baseline"] is True and "baseline" not in trials[1].user_attrs
+    assert trials[0].params == {  # the study's own values: lr_arch's default, width 4
+        "search.lr_arch": baseline.search.lr_arch,
+        "space_params.snr_trans.width": 4,
+    }
+    for t in trials:
+        assert t.user_attrs[RUN_DIR] == f"trials/{t.number}/seed_0"
+        record = t.user_attrs[RESULT]
+        per_seed = []
+        for seed in (0, 1):
+            result = json.loads(
+                (out / "trials" / str(t.number) / f"seed_{seed}" / "result.json").read_text()
+            )
+            assert result["seed"] == seed
+            per_seed.append(sum(v["val"] for v in result["tasks"].values()) / 3)
+            assert record["seeds"][str(seed)]["quality"] == pytest.approx(per_seed[-1])
+        assert t.values[0] == pytest.approx(sum(per_seed) / 2)  # the mean over the seeds
+    best = json.loads((out / "best.json").read_text())
+    assert best["seeds"] == [0, 1] and best["baseline"] == 0
+    assert (out / "best" / "architecture.json").exists()
+
+
+def test_tune_seeds_must_be_distinct_whole_numbers(tmp_path, capsys):
+    for bad, message in (("[0, 0]", "lists a seed twice"), ('["a"]', "must be whole numbers")):
+        study = _study(tmp_path, f"seeds = {bad}")
+        assert main(["tune", str(study), "--trials", "1", "--out", str(tmp_path / "o")]) == 2
+        assert f"[tune] seeds {message}" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_two_objectives_write_the_pareto_front_and_pick_by_the_rule(tmp_path):
     tune = (
@@ -409,29 +443,38 @@ def test_two_objectives_write_the_pareto_front_and_pick_by_the_rule(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_trial_leaves_a_failed_trial_that_is_retried(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_worker_killed_mid_trial_leaves_a_failed_trial_that_is_retried(
+    tmp_path, request, backend
+):
     tune = 'pruner = "none"\nstartup_trials = 2\nheartbeat = 1\ngrace = 2'
     study, out = _study(tmp_path, tune, epochs=15), tmp_path / "out"
     cmd = [sys.executable, "-m", "nas_mtl.cli", "tune", str(study), "--trials", "2"]
     cmd += ["--out", str(out)]
+    url, name = f"sqlite:///{out}/optuna.db", "tiny"
+    if backend == "postgresql":  # the throw-away server of tests/postgres.py
+        url, name = request.getfixturevalue("postgres_url"), f"killed_{os.getpid()}"
+        cmd += ["--storage", url, "--study-name", name]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db, deadline, running = out / "optuna.db", time.monotonic() + 60, []
+    deadline, running = time.monotonic() + 60, []
     while not running and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
-        try:  # the storage's own tables, read as any SQLite client would
-            with sqlite3.connect(db) as con:
-                rows = con.execute("select number, state from trials").fetchall()
-        except sqlite3.Error:  # not created yet
+        if backend == "sqlite" and not (out / "optuna.db").exists():
+            continue  # opening it here would create it under the command's feet
+        try:
+            running = optuna.load_study(study_name=name, storage=url).get_trials(
+                deepcopy=False, states=(TrialState.RUNNING,)
+            )
+        except Exception:  # the study is not created yet
             continue
-        running = [n for n, state in rows if state == "RUNNING"]
     assert running, "no trial started"
     time.sleep(0.5)  # into the search
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    trials = _trials(out)
+    trials = optuna.load_study(study_name=name, storage=url).trials
     states = [t.state for t in trials]
     assert states.count(TrialState.COMPLETE) == 2 and states.count(TrialState.FAIL) == 1
     killed = next(t for t in trials if t.state == TrialState.FAIL)

@@ -73,9 +73,26 @@ class TunePlan:
         return len(self.config.directions) > 1
 
     @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seeds every trial trains, ``[tune] seeds`` or the study's first: trials differ
+        in params only."""
+        return tuple(self.config.seeds) or self.study.seeds[:1]
+
+    @property
     def seed(self) -> int:
-        """Every trial trains with the study's first seed: trials differ in params only."""
-        return self.study.seeds[0]
+        """The seed whose run directory stands for a trial (``best/``, ``nas-mtl retrain``)."""
+        return self.seeds[0]
+
+    def baseline_values(self) -> dict[str, Any] | None:
+        """The study's own values of the tuned keys (trial 0 with ``[tune] baseline``), or
+        None where one of them is not a plain value the study states or defaults to."""
+        values = {}
+        for spec in self.params:
+            value = study_value(self.study, spec.key, self.base_variant)
+            if value is None:
+                return None
+            values[spec.key] = value
+        return values
 
     def variant(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """What a trial's context.json records: the sweep point plus the trial's values."""
@@ -114,7 +131,7 @@ def trials_fingerprint(study: Study) -> str:
     for section in ("search", "retrain"):  # --device moves a trial, it does not change it
         fields[section].pop("device")
     tune = fields.pop("tune")
-    fields["tune"] = {k: tune[k] for k in ("space", "objective", "directions")}
+    fields["tune"] = {k: tune[k] for k in ("space", "objective", "directions", "seeds")}
     text = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -194,6 +211,26 @@ def check_path(
         text = str(e)
         detail = text[len(prefix) :] if text.startswith(prefix) else f": {text}"
         raise ConfigError(f'{where} [tune.params] "{key}" = {value!r}{detail}') from None
+
+
+def study_value(study: Study, key: str, base: Mapping[str, Any] | None = None) -> Any:
+    """The value ``study`` (at sweep point ``base``) has at the dotted ``key``, defaults
+    included (a space parameter not in the study: its space file's ``[params]`` default);
+    None where there is none (an unset optional field)."""
+    if base and key in base:
+        return base[key]
+    section, _, rest = key.partition(".")
+    if not rest:
+        return study.data.params.get(key, getattr(study.data, key, None))
+    if section == "space_params":
+        space, _, param = rest.partition(".")
+        given = study.space_params.get(space, {})
+        return given[param] if param in given else load_space(space).params.get(param)
+    if section == "data":
+        if rest.startswith("params."):
+            return study.data.params.get(rest.removeprefix("params."))
+        return getattr(study.data, rest, None)
+    return getattr(getattr(study, section, None), rest, None)
 
 
 def _fraction(value: Any) -> bool:

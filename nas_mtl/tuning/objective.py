@@ -37,7 +37,8 @@ RUN_DIR = "run_dir"  # trial user attrs: the trial's run directory, relative to 
 OUT = "out"  # ... and that OUT, absolute
 RESULT = "result"  # ... what it measured (quality, costs, open fraction, metrics)
 ERROR = "error"  # ... why it failed
-PRUNED_AT = "pruned_at_epoch"
+PRUNED_AT = "pruned_at_epoch"  # the search epoch (of seed PRUNED_SEED) at which it stopped
+PRUNED_SEED = "pruned_at_seed"
 
 
 def retrain_quality(tasks: Mapping[str, TaskScore]) -> float:
@@ -62,18 +63,25 @@ class PruningHook:
     """The search's ``on_epoch``: report each epoch's selection loss, stop when told to.
 
     Optuna prunes single-objective studies only; with two objectives nothing is reported.
+    With several ``[tune] seeds`` the steps run on: seed k's epoch e is step k·epochs + e, so
+    trials are compared at the same seed and epoch.
     """
 
     def __init__(self, trial: optuna.Trial, report: bool) -> None:
         self.trial, self.report = trial, report
         self.epoch: int | None = None
+        self.offset = 0  # steps of the seeds searched before this one
+
+    @property
+    def step(self) -> int:
+        return self.offset + (self.epoch or 0)
 
     def __call__(self, record: Mapping[str, Any]) -> None:
         self.epoch = int(record["epoch"])
         value = record.get("selection_objective")
         if not self.report or value is None or not math.isfinite(value):
             return
-        self.trial.report(float(value), self.epoch)
+        self.trial.report(float(value), self.step)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after search epoch {self.epoch}")
 
@@ -120,7 +128,7 @@ class TrialObjective:
         values = {p.key: p.suggest(trial) for p in plan.params}
         study = plan.trial_study(values)
         rel = f"{TRIALS}/{trial.number}"
-        trial.set_user_attr(RUN_DIR, rel)
+        trial.set_user_attr(RUN_DIR, seed_dir(rel, plan.seed, plan.seeds))
         trial.set_user_attr(OUT, str(self.out.resolve()))  # workers elsewhere have their own
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         trial.set_user_attr(ERROR, None)
@@ -130,52 +138,86 @@ class TrialObjective:
                 f"--study-name or --storage on this --out); use another --out"
             )
         hook = PruningHook(trial, report=not plan.multi_objective)
+        runs: list[TrialRun] = []
         try:
             with out_lock(self.out / rel):  # workers never share a trial directory
-                run = run_trial(
-                    study,
-                    plan.variant(values),
-                    plan.space,
-                    plan.seed,
-                    self._load(study),
-                    self.out,
-                    rel,
-                    retrain_model=plan.config.objective == "retrain",
-                    on_epoch=hook,
-                    progress=self.progress,
-                )
+                for i, seed in enumerate(plan.seeds):
+                    hook.offset = i * study.search.epochs  # one step axis over the seeds
+                    runs.append(
+                        run_trial(
+                            study,
+                            plan.variant(values),
+                            plan.space,
+                            seed,
+                            self._load(study, seed),
+                            self.out,
+                            seed_dir(rel, seed, plan.seeds),
+                            retrain_model=plan.config.objective == "retrain",
+                            on_epoch=hook,
+                            progress=self.progress,
+                        )
+                    )
         except optuna.TrialPruned:
             trial.set_user_attr(PRUNED_AT, hook.epoch)
+            if len(plan.seeds) > 1:
+                trial.set_user_attr(PRUNED_SEED, plan.seeds[len(runs)])
             raise
         except TrainingError as e:  # a diverging sample: a failed trial, not a failed tune
             trial.set_user_attr(ERROR, str(e))
             raise
-        q = quality(plan.config.objective, run)
-        result = run.result
-        trial.set_user_attr(
-            RESULT,
-            {
-                "quality": q,
-                **run.costs,
-                "open_fraction": run.architecture.get("open_fraction"),
-                "search_loss": run.search_loss,
-                "search_epochs": run.search.get("epochs"),
-                "status": result.status if result else "searched",
-                "failure": result.failure if result else None,
-                "val": {t: s.val for t, s in result.tasks.items()} if result else None,
-                "mean_test": result.mean_test if result else None,
-                "wall_s": run.wall_s,
-            },
-        )
+        per_seed = [quality(plan.config.objective, run) for run in runs]
+        q = sum(per_seed) / len(per_seed)
+        costs = {k: sum(r.costs[k] for r in runs) / len(runs) for k in runs[0].costs}
+        trial.set_user_attr(RESULT, trial_record(runs, per_seed, q, costs, plan.seeds))
         if plan.multi_objective:
-            return q, run.costs[plan.config.directions[1]]
+            return q, costs[plan.config.directions[1]]
         return q
 
-    def _load(self, study: Study) -> MultiTaskData:
-        key = repr(study.data)
+    def _load(self, study: Study, seed: int) -> MultiTaskData:
+        key = (repr(study.data), seed)
         if key not in self._data:
-            self._data[key] = load_data(study, {}, self.plan.seed, self.data_dir)
+            self._data[key] = load_data(study, {}, seed, self.data_dir)
         return self._data[key]
+
+
+def seed_dir(rel: str, seed: int, seeds: tuple[int, ...]) -> str:
+    """A trial's run directory for ``seed``: the trial directory itself when it trains one
+    seed, ``trials/<n>/seed_<s>`` for each of several."""
+    return rel if len(seeds) == 1 else f"{rel}/seed_{seed}"
+
+
+def trial_record(
+    runs: list[TrialRun],
+    per_seed: list[float],
+    q: float,
+    costs: dict[str, float],
+    seeds: tuple[int, ...],
+) -> dict[str, Any]:
+    """A finished trial's user attr ``result``: means over its seeds, then each seed's."""
+    first, result = runs[0], runs[0].result
+    record: dict[str, Any] = {
+        "quality": q,
+        **costs,
+        "open_fraction": first.architecture.get("open_fraction"),
+        "search_loss": first.search_loss,
+        "search_epochs": first.search.get("epochs"),
+        "status": result.status if result else "searched",
+        "failure": result.failure if result else None,
+        "val": {t: s.val for t, s in result.tasks.items()} if result else None,
+        "mean_test": _mean([r.result.mean_test for r in runs if r.result]),
+        "wall_s": sum(r.wall_s for r in runs),
+    }
+    if len(seeds) > 1:
+        record["seeds"] = {
+            str(seed): {"quality": qs, **run.costs}
+            for seed, qs, run in zip(seeds, per_seed, runs, strict=True)
+        }
+    return record
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
 
 
 def with_device(plan: TunePlan, device: str | None) -> TunePlan:

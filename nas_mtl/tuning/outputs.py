@@ -28,8 +28,9 @@ from nas_mtl.errors import ConfigError
 from nas_mtl.rundir import LOCK, RUN_MARKER
 from nas_mtl.storage import write_bytes_atomic, write_json_atomic
 from nas_mtl.tuning.config import TunePlan
-from nas_mtl.tuning.objective import ERROR, OUT, PRUNED_AT, RESULT, RUN_DIR
+from nas_mtl.tuning.objective import ERROR, OUT, PRUNED_AT, PRUNED_SEED, RESULT, RUN_DIR
 from nas_mtl.tuning.pareto import front_trials
+from nas_mtl.tuning.store import BASELINE
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,12 @@ def write_best(study: optuna.Study, plan: TunePlan, out: Path, picked: FrozenTri
         "pick": plan.config.pick,
         "tolerance": plan.config.tolerance,
         "space": plan.space,
-        "seed": plan.seed,
+        "seed": plan.seed,  # the seed of run_dir
+        "seeds": list(plan.seeds),  # the seeds each trial trained; quality is their mean
+        "baseline": next(
+            (t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get(BASELINE)),
+            None,
+        ),
         "run_dir": rel,
         "result": picked.user_attrs.get(RESULT),
         "pareto_front": [
@@ -157,8 +163,10 @@ def trial_line(trial: FrozenTrial, names: list[str]) -> str:
     state = trial.state.name.lower()
     if trial.state == TrialState.PRUNED:  # Optuna gives it the last reported value: not quality
         epoch = trial.user_attrs.get(PRUNED_AT)
-        loss = trial.intermediate_values.get(epoch) if epoch is not None else None
-        values = f"at search epoch {epoch} (selection loss {_num(loss)})"
+        loss = trial.intermediate_values.get(max(trial.intermediate_values, default=None))
+        seed = trial.user_attrs.get(PRUNED_SEED)
+        where = f"search epoch {epoch}" + (f" of seed {seed}" if seed is not None else "")
+        values = f"at {where} (selection loss {_num(loss)})"
     elif trial.values:
         values = ", ".join(f"{n} {_num(v)}" for n, v in zip(names, trial.values, strict=False))
     else:
@@ -166,6 +174,7 @@ def trial_line(trial: FrozenTrial, names: list[str]) -> str:
     params = ", ".join(f"{k}={_num(v)}" for k, v in trial.params.items())
     retry = trial.system_attrs.get("failed_trial")
     again = f", retry of trial {retry}" if retry is not None else ""
+    again += ", baseline" if trial.user_attrs.get(BASELINE) else ""
     took = f"{trial.duration.total_seconds():.1f} s" if trial.duration is not None else "-"
     return f"  trial {trial.number:>3} {state:<8} {values}  [{params}]  ({took}{again})"
 

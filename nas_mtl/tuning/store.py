@@ -31,6 +31,7 @@ from nas_mtl.tuning.config import TunePlan, trials_fingerprint
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what --trials N counts
+BASELINE = "baseline"  # trial user attr: the trial ran the study's own values
 FINGERPRINT = "nas_mtl_study"  # Optuna study user attr: what the trials ran (trials_fingerprint)
 SQLITE_TIMEOUT_S = 60  # workers share one SQLite file: wait for its write lock, don't fail
 
@@ -122,6 +123,12 @@ def open_study(
         )
     if held != fingerprint:
         study.set_user_attr(FINGERPRINT, fingerprint)
+    if not trials and worker == 0 and cfg.baseline:
+        baseline = plan.baseline_values()
+        if baseline is None:
+            log.warning("[tune] baseline: a tuned key has no value in the study; no baseline")
+        else:  # trial 0 scores the study as written: the pick is never worse on the objective
+            study.enqueue_trial(baseline, user_attrs={BASELINE: True}, skip_if_exists=True)
     seed = session_seed(cfg.seed, worker, len(trials))
     if plan.multi_objective:
         sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(
