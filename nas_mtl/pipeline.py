@@ -53,6 +53,7 @@ from nas_mtl.stages.checkpoint import load_checkpoint
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.distributed import process_group
 from nas_mtl.stages.evaluation import resolve_device
+from nas_mtl.stages.pooling import pooled_tasks, run_groups
 from nas_mtl.stages.retrain import RetrainResult, retrain
 from nas_mtl.stages.search import search, targets_of
 from nas_mtl.storage import read_json, write_json_atomic
@@ -125,10 +126,17 @@ def run_derive(
 ) -> nx.DiGraph:
     device = next(net.parameters()).device
     targets = targets_of(study.search)
-    decisions, how = choose_architecture(
-        net, data, study.derive.samples, seed, device, targets.within(net), targets.near(net)
+    cfg = study.derive
+    groups = (
+        run_groups(run_dir, net, cfg.groups, cfg.min_affinity) if cfg.pool == "affinity" else None
     )
-    arch = derive(net, decisions)
+    with pooled_tasks(net, groups):
+        decisions, how = choose_architecture(
+            net, data, cfg.samples, seed, device, targets.within(net), targets.near(net)
+        )
+        arch = derive(net, decisions)
+    if groups is not None:
+        how = {**how, "task_groups": groups.record()}
     save_architecture(run_dir / "architecture.json", arch, {**provenance, "derive": how})
     return arch
 

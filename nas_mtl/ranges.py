@@ -17,6 +17,7 @@ AT_LEAST_1: Rule = (lambda v: v >= 1, "an integer >= 1")
 AT_LEAST_0: Rule = (lambda v: v >= 0, "an integer >= 0")
 POSITIVE: Rule = (lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 NON_NEGATIVE: Rule = (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+UNIT: Rule = (lambda v: -1 <= v <= 1, "a number between -1 and 1")  # a cosine
 # the training loop's settings, shared by [search] and [retrain]
 TRAINING_RULES: dict[str, Rule] = {
     "epochs": AT_LEAST_1,

@@ -18,8 +18,11 @@ from nas_mtl.ranges import (
     NON_NEGATIVE,
     POSITIVE,
     TRAINING_RULES,
+    UNIT,
     check_ranges,
 )
+
+DERIVE_POOLS = ("affinity", "none")
 
 
 @dataclass(frozen=True)
@@ -27,9 +30,24 @@ class DeriveConfig:
     """Turn gate distributions into one discrete architecture."""
 
     samples: int = 0  # K extra architectures sampled from the gates; best on validation wins
+    # per-task gates decide per group of tasks, the groups found on the search's gradient
+    # affinity ("affinity"), or each task alone ("none") (docs/search.md, "Group-consistent
+    # derive"); needs [search] affinity_every > 0, else each task decides alone
+    pool: str = "affinity"
+    groups: int | None = None  # number of task groups (all pooled); default: the best
+    # silhouette's, each pooled when its tasks' mean normalized affinity (≈ gradient cosine)
+    # reaches min_affinity
+    min_affinity: float = 0.1
 
     def __post_init__(self) -> None:
-        check_ranges("[derive]", self, {"samples": AT_LEAST_0})
+        check_ranges(
+            "[derive]", self, {"samples": AT_LEAST_0, "groups": AT_LEAST_1, "min_affinity": UNIT}
+        )
+        if self.pool not in DERIVE_POOLS:
+            raise ConfigError(
+                f"[derive] pool = {self.pool!r} is not one of {', '.join(DERIVE_POOLS)}"
+                f"{did_you_mean(str(self.pool), DERIVE_POOLS)}"
+            )
 
 
 @dataclass(frozen=True)

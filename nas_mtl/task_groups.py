@@ -27,7 +27,7 @@ from nas_mtl.cluster import (
     stability,
 )
 from nas_mtl.data import DOMAINS, domain_of
-from nas_mtl.errors import ConfigError
+from nas_mtl.errors import ConfigError, NasMtlError
 from nas_mtl.model.graph_files import load_architecture
 from nas_mtl.results import RESULT_FILE, read_result
 from nas_mtl.rundir import safe_name, study_of_run
@@ -214,11 +214,28 @@ def format_groups(found: Sequence[SpaceGroups]) -> str:
             f"stability (mean pairwise ARI) {g.stability:.2f}{truth}"
         )
         lines += [f"  group {i}: {', '.join(ts)}" for i, ts in enumerate(g.groups())]
+    pooled = {g.space for g in found if any(pooled_by_affinity(d) for d in g.run_dirs)}
     lines += [
         f"{space}: the allocation and affinity clusterings agree with ARI {value:.2f}"
+        + (
+            " (derive pooled the allocations over affinity groups, so they are not "
+            'independent of it; [derive] pool = "none" keeps each task\'s own)'
+            if space in pooled
+            else ""
+        )
         for space, value in agreement(found).items()
     ]
     return "\n".join(lines)
+
+
+def pooled_by_affinity(run_dir: Path) -> bool:
+    """Whether derive pooled this run's per-task decisions over affinity groups."""
+    try:
+        record = read_json(run_dir / ARCHITECTURE, "architecture")
+    except NasMtlError:
+        return False
+    groups = record.get("provenance", {}).get("derive", {}).get("task_groups") or {}
+    return bool(groups.get("pooled"))
 
 
 def figures_folder(path: Path) -> Path:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from nas_mtl.errors import GraphError
+from nas_mtl.model.graph import head_id
 from nas_mtl.model.schedules import SchedulePosition
 from nas_mtl.registry import Registry
 
@@ -75,6 +76,17 @@ class Gate(nn.Module):
         self.register_buffer("mask", edges.mask.float(), persistent=False)
         self.hold_open = False  # warm-up: every edge open, gate variables untouched
         self.forced: Tensor | None = None  # (T or 1, J, C) bool: evaluate a sampled architecture
+        # (T, T) row-stochastic: derive averages per-task variables over task groups
+        # (docs/search.md, "Group-consistent derive"); None: each task decides alone
+        self.task_pool: Tensor | None = None
+        # a shared gate's edges into task heads are per-task variables too: the task whose
+        # head each destination is (-1: not a head)
+        head_task = {head_id(t): i for i, t in enumerate(edges.tasks)}
+        self.register_buffer(
+            "dst_task",
+            torch.tensor([head_task.get(v, -1) for v in edges.dst], dtype=torch.long),
+            persistent=False,
+        )
 
     kind = "gate"
     normalize = False  # destinations average their open inputs (Gumbel-Matrix)
@@ -100,6 +112,54 @@ class Gate(nn.Module):
                 ctx,
             )
         return None
+
+    @property
+    def per_task_variables(self) -> bool:
+        """Whether some variable decides for one task only: derive can pool over task groups."""
+        return self.scope == "task" or bool((self.dst_task >= 0).any())
+
+    def _pooled(self, values: Tensor, index: Tensor | None = None) -> Tensor:
+        """Gate variables averaged over each task's group while derive pools tasks.
+
+        ``values`` (rows, n_vars): a per-task gate's rows (T) are averaged over the group; a
+        shared gate's variables of edges into task heads (``index`` maps edges to variables)
+        are averaged over the heads of the group, source by source. Only what derive reads
+        (decisions, open probabilities, samples) is pooled; training and its penalties always
+        see each task's own variables.
+        """
+        pool = self.task_pool
+        if pool is None:
+            return values
+        if values.shape[0] > 1:
+            return torch.tensordot(pool.to(values), values, dims=1)
+        if index is None or not bool((self.dst_task >= 0).any()):
+            return values
+        return values @ self._head_var_pool(pool, index).to(values).T
+
+    def _head_var_pool(self, pool: Tensor, index: Tensor) -> Tensor:
+        """(n_vars, n_vars): variable (j → head t) averages over (j → head t') for t' in t's
+        group; a variable not of one edge into a head maps to itself."""
+        n_vars = int(index.max()) + 1 if index.numel() else 0
+        out = torch.eye(n_vars)
+        edges_of: dict[int, list[tuple[int, int]]] = {}
+        for j, c in torch.nonzero(self.mask > 0).tolist():
+            edges_of.setdefault(int(index[j, c]), []).append((j, c))
+        var_at = {es[0]: v for v, es in edges_of.items() if len(es) == 1}
+        dst_task = self.dst_task.tolist()
+        for (j, c), v in var_at.items():
+            t = dst_task[c]
+            if t < 0:
+                continue
+            row = {
+                var_at[(j, c2)]: float(pool[t, dst_task[c2]])
+                for c2 in range(len(dst_task))
+                if dst_task[c2] >= 0 and (j, c2) in var_at and pool[t, dst_task[c2]] > 0
+            }
+            total = sum(row.values())
+            out[v] = 0.0
+            for v2, w in row.items():
+                out[v, v2] = w / total
+        return out
 
     def sample_decisions(
         self, generator: torch.Generator | None = None, rate: float | None = None

@@ -71,21 +71,21 @@ class HardConcreteGate(Gate):
         if not self.training:
             z = (torch.sigmoid(log_alpha) * (zeta - gamma) + gamma).clamp(0, 1)
             return self._edge(z).unsqueeze(1)
-        if self.p["noise"] == "example" and ctx.x_flat is not None:
-            shape = (log_alpha.shape[0], ctx.x_flat.shape[1], log_alpha.shape[1])
-            log_alpha = log_alpha.unsqueeze(1)
-        else:
-            shape = (log_alpha.shape[0], 1, log_alpha.shape[1])
-            log_alpha = log_alpha.unsqueeze(1)
+        # per-example noise draws (S_g, B, n_vars) values, a few per example: cheap; the block
+        # mixes them without a per-example weight matrix (Block._mix_per_example)
+        per_example = self.p["noise"] == "example" and ctx.x_flat is not None
+        batch = ctx.x_flat.shape[1] if per_example else 1
+        shape = (log_alpha.shape[0], batch, log_alpha.shape[1])
+        log_alpha = log_alpha.unsqueeze(1)  # (S_g, 1, n_vars)
         u = torch.rand(shape, device=log_alpha.device).clamp(1e-6, 1 - 1e-6)
         s = torch.sigmoid((u.log() - (-u).log1p() + log_alpha) / beta)
         z = (s * (zeta - gamma) + gamma).clamp(0, 1)
         return self._edge(z)  # (S_g, B_g, J, C)
 
-    def expected_open(self) -> Tensor:
+    def expected_open(self, log_alpha: Tensor | None = None) -> Tensor:
         """P(z ≠ 0) per variable: sigmoid(log α − β log(−γ/ζ)), (rows, n_vars)."""
         shift = self.p["beta"] * math.log(-self.p["gamma"] / self.p["zeta"])
-        return torch.sigmoid(self.log_alpha - shift)
+        return torch.sigmoid((self.log_alpha if log_alpha is None else log_alpha) - shift)
 
     def penalty_terms(self) -> tuple[Tensor, int]:
         """Expected L0 norm: Σ over gate variables of P(z ≠ 0), and the number of variables."""
@@ -93,19 +93,20 @@ class HardConcreteGate(Gate):
         return p.sum(), p.numel()
 
     def open_probability(self) -> Tensor:
-        return self._edge(self.expected_open())
+        return self._edge(self.expected_open(self._pooled(self.log_alpha, self.index)))
 
     def sample_decisions(
         self, generator: torch.Generator | None = None, rate: float | None = None
     ) -> Tensor:
-        p = self.expected_open().detach().cpu()
+        p = self.expected_open(self._pooled(self.log_alpha, self.index)).detach().cpu()
         p = p if rate is None else torch.full_like(p, rate)
         on = (torch.rand(p.shape, generator=generator) < p).float().to(self.mask.device)
         return self._edge(on) > 0
 
     def decisions(self) -> Tensor:
         gamma, zeta = self.p["gamma"], self.p["zeta"]
-        z = (torch.sigmoid(self.log_alpha) * (zeta - gamma) + gamma).clamp(0, 1)
+        log_alpha = self._pooled(self.log_alpha, self.index)
+        z = (torch.sigmoid(log_alpha) * (zeta - gamma) + gamma).clamp(0, 1)
         return self._edge(z) > 0
 
 
@@ -179,15 +180,15 @@ class GumbelGate(Gate):
         return over.sum(), over.numel()
 
     def open_probability(self) -> Tensor:
-        return self.probability_on()[:, self.index] * self.mask
+        return self._pooled(self.probability_on())[:, self.index] * self.mask
 
     def sample_decisions(
         self, generator: torch.Generator | None = None, rate: float | None = None
     ) -> Tensor:
-        p = self.probability_on().detach().cpu()
+        p = self._pooled(self.probability_on()).detach().cpu()
         p = p if rate is None else torch.full_like(p, rate)
         on = (torch.rand(p.shape, generator=generator) < p).to(self.mask.device)
         return on[:, self.index] & self.mask.bool()
 
     def decisions(self) -> Tensor:
-        return (self.probability_on() > 0.5)[:, self.index] & self.mask.bool()
+        return (self._pooled(self.probability_on()) > 0.5)[:, self.index] & self.mask.bool()

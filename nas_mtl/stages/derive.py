@@ -25,6 +25,7 @@ from torch import Tensor
 from nas_mtl.model.cost import graph_costs
 from nas_mtl.model.graph import INPUT, gate_spec, head_id, task_subgraph, validate
 from nas_mtl.model.supernet import Supernet, learned_gates
+from nas_mtl.stages.pooling import TaskGroups, pooled_tasks
 
 log = logging.getLogger(__name__)
 
@@ -202,17 +203,19 @@ def derive(
     *,
     target_open: float | None = None,
     target_macs: float | None = None,
+    task_groups: TaskGroups | None = None,
 ) -> nx.DiGraph:
     """The discrete architecture as a routing graph with fixed gates, validated.
 
     Without ``decisions``, the greedy decisions capped at the targets (what the CLI's derive
-    writes for a study with these ``[search]`` targets). The graph attribute
-    ``open_fraction`` is :func:`open_fraction` of this architecture, the figure the search
-    log and the report print.
+    writes for a study with these ``[search]`` targets), per group of ``task_groups`` where
+    given (:mod:`nas_mtl.stages.pooling`). The graph attribute ``open_fraction`` is
+    :func:`open_fraction` of this architecture, the figure the search log and the report print.
     """
     if decisions is None:
         targets = Targets(open=target_open, macs=target_macs)
-        decisions = capped_decisions(net, targets.within(net))
+        with pooled_tasks(net, task_groups):
+            decisions = capped_decisions(net, targets.within(net))
     derived = derive_edges(net, decisions)
     for task in derived.dead:
         log.warning("task '%s' had no open path; kept its most probable path", task)
