@@ -12,9 +12,14 @@ probe. Reported: ARI per run, the extra time ``on / off - 1`` per run and its me
 probe's own share ``extra_seconds / (search_seconds - extra_seconds)`` (timed inside the probe,
 so less exposed to other load on the machine).
 
-Run from the repository root: ``python benchmarks/affinity_overhead.py [--threads 2]
-[--every N] [--studies studies/planted_groups.toml ...]``; writes
-``benchmarks/results/affinity_overhead.json``.
+Modes (the benchmarks' contract, ``benchmarks/README.md``): the default runs both studies on
+their seeds; ``--quick`` runs ``planted_groups`` on its first seed; ``--smoke`` runs that for
+Gumbel-Matrix only, at 2 search epochs (its ARI means nothing). Headline: the largest median
+extra time over the studies and the smallest mean ARI.
+
+Run from the repository root: ``python benchmarks/affinity_overhead.py [--smoke|--quick]
+[--out DIR] [--threads 2] [--every N] [--studies studies/planted_groups.toml ...]``; writes
+``DIR/affinity_overhead.json`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -24,11 +29,8 @@ import os
 # Idle OpenMP workers must sleep rather than spin (set before torch loads its OpenMP runtime).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -39,6 +41,9 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from anywhere
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _common  # noqa: E402
 
 from nas_mtl.cluster import ari, cluster_tasks, groups_to_labels  # noqa: E402
 from nas_mtl.model.supernet import Supernet  # noqa: E402
@@ -96,32 +101,23 @@ def measure(study: Study, space: str, seed: int, every: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--studies", nargs="+", default=list(STUDIES))
-    parser.add_argument("--spaces", nargs="+", default=list(SPACES))
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = _common.parser(__doc__)
+    parser.add_argument("--studies", nargs="+", default=None, help="default: by mode")
+    parser.add_argument("--spaces", nargs="+", default=None, help="default: by mode")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the study's")
     parser.add_argument(
         "--every", type=int, default=SearchConfig.affinity_every, help="default: [search]'s"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument(
-        "--out", default=str(ROOT / "benchmarks" / "results" / "affinity_overhead.json")
-    )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    mode = _common.mode_of(args)
+    studies = args.studies or (list(STUDIES) if mode == "full" else [STUDIES[0]])
+    spaces = args.spaces or (list(SPACES) if mode != "smoke" else [SPACES[0]])
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.ERROR)  # search warnings are not this benchmark's subject
-    settings = {
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)"),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-    }
-    print("threads: " + ", ".join(f"{k}={v}" for k, v in settings.items() if "thread" in k))
+    settings = _common.settings(mode, every=args.every, studies=studies, spaces=spaces)
+    print(f"threads: {settings['threads']}, OMP_WAIT_POLICY={settings['omp_wait_policy']}")
     print(f"affinity_every = {args.every}; each run: search probe off, then probe on")
     header = (
         f"{'study':<24} {'space':<14} {'seed':>4} {'ep':>4} {'meas':>5} {'ARI':>5} "
@@ -129,10 +125,13 @@ def main() -> None:
     )
     print(header)
     rows = []
-    for path in args.studies:
+    for path in studies:
         study = load_study(ROOT / path)
-        for seed in args.seeds or study.seeds:
-            for space in args.spaces:
+        if mode == "smoke":
+            study = dataclasses.replace(study, search=dataclasses.replace(study.search, epochs=2))
+        seeds = args.seeds or (study.seeds if mode == "full" else study.seeds[:1])
+        for seed in seeds:
+            for space in spaces:
                 r = measure(study, space, seed, args.every)
                 rows.append(r)
                 print(
@@ -169,19 +168,22 @@ def main() -> None:
             f"{name}: {'meets' if ok else 'MISSES'} mean ARI >= {MIN_MEAN_ARI} and median "
             f"extra time <= {MAX_OVERHEAD:.0%}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "benchmark": "affinity_overhead",
-        "every": args.every,
-        "targets": {"mean_ari": MIN_MEAN_ARI, "median_extra_ratio": MAX_OVERHEAD},
-        "meets_targets": meets,
-        "settings": settings,
-        "summary": summary,
-        "runs": rows,
+    headline = {
+        "affinity_extra_ratio_max_median": max(s["median_extra_ratio"] for s in summary.values()),
+        "affinity_mean_ari_min": min(s["mean_ari"] for s in summary.values()),
     }
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    _common.write_result(
+        _common.out_dir(args),
+        "affinity_overhead",
+        settings,
+        rows,
+        headline,
+        every=args.every,
+        targets={"mean_ari": MIN_MEAN_ARI, "median_extra_ratio": MAX_OVERHEAD},
+        meets_targets=meets,
+        summary=summary,
+    )
+    return headline
 
 
 if __name__ == "__main__":

@@ -4,23 +4,33 @@ Writes (once, cached) a CSV of N rows × F float features + one regression label
 in a fresh subprocess and reports the resident-set growth over the RSS before loading, as a
 multiple of the float32 payload (N × (F + 1) × 4 bytes). Target (issue 10): ≤ 3×.
 
-    python benchmarks/csv_load_memory.py [--rows 1000000] [--features 50]
+    python benchmarks/csv_load_memory.py [--smoke|--quick] [--out DIR] [--rows N] [--features F]
 
+Modes (the benchmarks' contract, ``benchmarks/README.md``): the default loads 1,000,000 x 50,
+``--quick`` 200,000 x 50, ``--smoke`` 2,000 x 5 (its ratio means nothing: the fixed cost of a
+load dominates). Headline: ``csv_peak_over_payload``.
 Threads: OMP_WAIT_POLICY=PASSIVE, torch's default thread count (the load is pandas/numpy).
-Writes benchmarks/results/csv_load_memory.json.
+Writes ``DIR/csv_load_memory.json`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # noqa: E402
+
+TARGET = 3.0
+SIZES = {"full": (1_000_000, 50), "quick": (200_000, 50), "smoke": (2_000, 5)}  # rows, features
 
 CHILD = """
 import json, sys, time
@@ -51,18 +61,21 @@ def write_csv(path: Path, rows: int, features: int) -> None:
     pacsv.write_csv(pa.table(cols), path)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--features", type=int, default=50)
-    args = ap.parse_args()
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = _common.parser(__doc__)
+    ap.add_argument("--rows", type=int, default=None, help="default: by mode")
+    ap.add_argument("--features", type=int, default=None, help="default: by mode")
+    args = ap.parse_args(argv)
+    mode = _common.mode_of(args)
+    args.rows = args.rows or SIZES[mode][0]
+    args.features = args.features or SIZES[mode][1]
     path = Path(tempfile.gettempdir()) / f"nas_mtl_bench_{args.rows}x{args.features}.csv"
     if not path.exists():
         write_csv(path, args.rows, args.features)
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True
     )
-    m = json.loads(out.stdout)
+    m = json.loads(out.stdout.strip().splitlines()[-1])
     payload = args.rows * (args.features + 1) * 4
     growth = m["peak"] - m["before"]
     result = {
@@ -75,7 +88,6 @@ def main() -> None:
         "growth_mb": round(growth / 2**20, 1),
         "growth_over_payload": round(growth / payload, 2),
         "wall_s": round(m["wall_s"], 1),
-        "threads": {"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]},
     }
     print("| rows | features | file MB | payload MB | RSS growth MB | × payload | load s |")
     print("|---|---|---|---|---|---|---|")
@@ -83,9 +95,17 @@ def main() -> None:
         f"| {args.rows:,} | {args.features} | {result['file_mb']} | {result['payload_mb']} | "
         f"{result['growth_mb']} | {result['growth_over_payload']} | {result['wall_s']} |"
     )
-    target = Path(__file__).parent / "results" / "csv_load_memory.json"
-    target.parent.mkdir(exist_ok=True)
-    target.write_text(json.dumps(result, indent=2) + "\n")
+    headline = {"csv_peak_over_payload": result["growth_over_payload"]}
+    _common.write_result(
+        _common.out_dir(args),
+        "csv_load_memory",
+        _common.settings(mode, rows=args.rows, features=args.features),
+        [result],
+        headline,
+        target=TARGET,
+        meets_target=result["growth_over_payload"] <= TARGET,
+    )
+    return headline
 
 
 if __name__ == "__main__":

@@ -1,21 +1,37 @@
-"""CPU training-step throughput of the compiled supernet against its speed limits.
+"""CPU training-step throughput of each compiled supernet against its dense limit.
 
 Why: the supernet compiles a routing graph into block matmuls so that searching an
-architecture costs about as much as training one dense network. This benchmark checks that
-claim on SNR-Trans (2 routed layers x 8 sub-networks of width 32, 4 tasks) by timing
+architecture costs about as much as training one dense network of the same arithmetic. For
+SNR-Trans, SNR-Aver, Gumbel-Matrix, MMoE and Shared-Bottom (the spaces' default sizes, input
+100, 4 tasks of one output) this script times, at batch 128 and 1024 and with 2 and 1 threads,
 
-    (a) the compiled ``Supernet`` of ``search_spaces/snr_trans.toml``,
-    (b) a dense MLP with the same multiply-adds per example (the limit),
-    (c) a naive per-edge implementation of the same SNR-Trans (one ``nn.Linear`` per edge,
-        per-edge hard-concrete gates, Python loops), written here only,
-    (d) MMoE at the paper's sizes (8 experts x 16, towers of 8),
+    (a) the compiled ``Supernet`` of ``search_spaces/<space>.toml``;
+    (b) its *dense limit*: what a performance engineer would write by hand for the same
+        arithmetic, a ReLU MLP trunk as deep as the space (``in -> H -> ... -> H``) and every
+        task's tower batched over tasks (the first tower layer of all tasks is one
+        ``Linear(H, T * h)``, later layers one ``baddbmm`` over tasks), with H chosen so that
+        its forward pass executes as many multiply-adds per example as (a) does;
+    (c) where the supernet executes more than its nominal multiply-adds (task streams after a
+        per-task gate run the later layers once per task; gated identity edges mix their
+        sources, which the nominal count leaves out), a dense model of the nominal count
+        (``nas_mtl.model.cost.graph_costs``), so the extra work shows as ``vs nominal``;
+    (d) for SNR-Trans, a naive per-edge implementation (one ``nn.Linear`` per edge, per-edge
+        hard-concrete gates, Python loops), written here only.
 
-and writes ``snr_vs_dense`` = (a)/(b) (target >= 0.8) and ``snr_vs_naive`` = (a)/(c)
-(target >= 3). A training step is the same for every case: forward on a batch of 512,
-loss = sum of 4 per-task MSEs + 1e-4 * L0 penalty (where the model has one), backward, Adam
-on the weights and, where the model has architecture parameters, a second Adam on them.
+Executed multiply-adds are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one
+forward pass (matmul-type ops; FLOPs / 2); nominal ones by ``nas_mtl.model.cost``.
+A training step is the same for every case: forward on the batch, loss = sum of the 4
+per-task MSEs + 1e-4 * L0 penalty (where the model has one), backward, Adam on the weights and,
+where the model has architecture parameters, a second Adam on them.
 
-Run from the repository root: ``python benchmarks/supernet_speed.py [--threads 2]``.
+Reported per (space, batch, threads): samples/s of (a) and (b) and ``ratio`` = the median over
+repeats of (a)/(b) measured in the same repeat (round-robin, rotating start). Headline:
+``supernet_vs_dense_min``, the lowest ratio over every space, batch and thread count (target
+>= 0.9), and ``snr_vs_naive_min`` (target >= 3). ``--profile`` adds torch.profiler's top ops
+per space (batch 1024, first thread count).
+
+Run from the repository root: ``python benchmarks/supernet_speed.py [--smoke|--quick]
+[--out DIR] [--profile]``; writes ``DIR/supernet_speed.json``.
 """
 
 from __future__ import annotations
@@ -26,130 +42,119 @@ import os
 # many small ops of a step; this has to be set before torch (and its OpenMP runtime) loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import networkx as nx  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nas_mtl.model.components import COMPONENTS, tower_macs  # noqa: E402
-from nas_mtl.model.graph import INPUT, in_shape, infer_shapes  # noqa: E402
+import _common  # noqa: E402
+
+from nas_mtl.model.cost import graph_costs  # noqa: E402
+from nas_mtl.model.graph import components, heads, node_layers  # noqa: E402
 from nas_mtl.model.spaces import build_space  # noqa: E402
 from nas_mtl.model.supernet import Supernet  # noqa: E402
 
-BATCH = 512
 INPUT_DIM = 100
 N_TASKS = 4
 TASKS = {f"t{i}": 1 for i in range(N_TASKS)}
 L0_WEIGHT = 1e-4
 LR = 1e-3
-WARMUP_STEPS = 10
+TARGET_VS_DENSE = 0.9
+TARGET_VS_NAIVE = 3.0
+SPACES = {
+    "snr_trans": "SNR-Trans",
+    "snr_aver": "SNR-Aver",
+    "gumbel_matrix": "Gumbel-Matrix",
+    "mmoe": "MMoE",
+    "shared_bottom": "Shared-Bottom",
+}
+COUNT_BATCH = 64  # multiply-adds are linear in the batch; counted on this one
 
-# SNR-Trans sizes (the defaults of search_spaces/snr_trans.toml, asserted below)
+
+@dataclass(frozen=True)
+class Plan:
+    """What one mode measures; step counts are fixed so every machine times the same work."""
+
+    batches: tuple[int, ...]
+    threads: tuple[int, ...]
+    repeats: int
+    steps: dict[int, int]  # training steps per timed repeat, by batch size
+    warmup: int
+    naive: bool
+
+
+PLANS = {
+    "full": Plan((128, 1024), (2, 1), 7, {128: 40, 1024: 12}, 10, True),
+    "quick": Plan((128, 1024), (2, 1), 3, {128: 20, 1024: 6}, 3, True),
+    "smoke": Plan((16,), (1,), 1, {16: 2}, 1, False),
+}
+
+# SNR-Trans defaults (search_spaces/snr_trans.toml) for the naive per-edge version
 SUBNETS, WIDTH, TOWER_HIDDEN = 8, 32, 8
 HC_BETA, HC_GAMMA, HC_ZETA = 2 / 3, -0.1, 1.1
 HC_INIT_MEAN, HC_INIT_STD = 1.0, 0.01
 
 
-# --------------------------------------------------------------------------- MACs
-def graph_macs(g: nx.DiGraph) -> int:
-    """Multiply-adds per example of a routing graph, from its attributes alone.
+# --------------------------------------------------------------------------- (b) dense limit
+class DenseLimit(nn.Module):
+    """A dense ReLU trunk ``in -> H (-> H) x (depth - 1)`` and towers batched over tasks.
 
-    Linear edges cost d_src x d_in(dst); components cost what their kind says; heads cost
-    their tower. Gate arithmetic is O(edges), not per example, and is not counted.
-    """
-    shapes = infer_shapes(g)
-    total = 0
-    for u, v, data in g.edges(data=True):
-        if data["transform"] == "linear":
-            total += int(math.prod(shapes[u])) * in_shape(g, v, shapes)[0]
-    for n, data in g.nodes(data=True):
-        if n == INPUT:
-            continue
-        params = data.get("params", {})
-        if data["role"] == "head":
-            total += tower_macs(in_shape(g, n, shapes)[0], params.get("hidden", []), data["width"])
-        else:
-            total += COMPONENTS.get(data["kind"]).macs(
-                in_shape(g, n, shapes), data["width"], params
-            )
-    return total
-
-
-def gate_net_macs(net: Supernet) -> int:
-    """Per-example multiply-adds of input-conditioned (softmax) gate networks, e.g. MMoE's."""
-    return sum(
-        b.gate.net.in_features * b.gate.net.out_features
-        for b in net.blocks
-        if hasattr(b.gate, "net") and isinstance(b.gate.net, nn.Linear)
-    )
-
-
-def snr_macs_formula() -> int:
-    """The issue's closed form: input->L1, L1->L2, L2->heads linear edges, plus towers."""
-    return (
-        SUBNETS * INPUT_DIM * WIDTH
-        + SUBNETS * SUBNETS * WIDTH * WIDTH
-        + N_TASKS * SUBNETS * WIDTH * WIDTH
-        + N_TASKS * (WIDTH * TOWER_HIDDEN + TOWER_HIDDEN * 1)
-    )
-
-
-def mlp_macs(widths: list[int], tower: list[int]) -> int:
-    trunk = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
-    return trunk + N_TASKS * sum(a * b for a, b in zip(tower[:-1], tower[1:], strict=True))
-
-
-# --------------------------------------------------------------------------- (b) dense MLP
-class DenseMLP(nn.Module):
-    """Plain trunk + one tower per task on its own slice of the trunk output.
-
-    Widths 100 -> 256 -> 256 -> 4*32 mirror the SNR-Trans tensor sizes (8 x 32 per layer,
-    32 per head), so the multiply-adds match exactly; towers are the same 32 -> 8 -> 1.
+    The first layer of every task's tower reads the whole trunk output, so all of them are one
+    ``Linear(H, T * h_1)``; each later tower layer is one ``baddbmm`` over tasks:
+    (B, T*h1) -> (T, B, h1) -> ... -> (T, B, out).
     """
 
-    TRUNK = [INPUT_DIM, SUBNETS * WIDTH, SUBNETS * WIDTH, N_TASKS * WIDTH]
-    TOWER = [WIDTH, TOWER_HIDDEN, 1]
-
-    def __init__(self) -> None:
+    def __init__(self, d_in: int, width: int, depth: int, tower: list[int], tasks: list[str]):
         super().__init__()
-        w = self.TRUNK
+        self.tasks = tasks
+        n = len(tasks)
+        dims = [d_in] + [width] * depth
         self.trunk = nn.Sequential(
-            nn.Linear(w[0], w[1]),
-            nn.ReLU(),
-            nn.Linear(w[1], w[2]),
-            nn.ReLU(),
-            nn.Linear(w[2], w[3]),
+            *(
+                m
+                for a, b in zip(dims[:-1], dims[1:], strict=True)
+                for m in (nn.Linear(a, b), nn.ReLU())
+            )
         )
-        t = self.TOWER
-        self.towers = nn.ModuleList(
-            nn.Sequential(nn.Linear(t[0], t[1]), nn.ReLU(), nn.Linear(t[1], t[2]))
-            for _ in range(N_TASKS)
-        )
+        self.first = nn.Linear(width, n * tower[0])
+        self.widths = tower
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for a, b in zip(tower[:-1], tower[1:], strict=True):
+            bound = 1 / math.sqrt(a)
+            self.weights.append(nn.Parameter(torch.empty(n, a, b).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n, 1, b).uniform_(-bound, bound)))
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        h = self.trunk(x).split(WIDTH, dim=1)
-        return {
-            name: tower(h[i])
-            for i, (name, tower) in enumerate(zip(TASKS, self.towers, strict=True))
-        }
+        h = self.trunk(x)  # (B, H)
+        y = self.first(h).view(x.shape[0], len(self.tasks), self.widths[0]).transpose(0, 1)
+        for w, b in zip(self.weights, self.biases, strict=True):  # y (T, B, h_i)
+            y = torch.baddbmm(b, F.relu(y), w)
+        return {t: y[i] for i, t in enumerate(self.tasks)}
 
 
-# --------------------------------------------------------------------------- (c) naive loop
+def dense_width(macs: float, d_in: int, depth: int, tower: list[int], n_tasks: int) -> int:
+    """The trunk width H whose dense model executes ``macs`` multiply-adds per example."""
+    rest = n_tasks * sum(a * b for a, b in zip(tower[:-1], tower[1:], strict=True))
+    lin = d_in + n_tasks * tower[0]  # MACs per unit of H
+    if depth == 1:
+        return max(1, round((macs - rest) / lin))
+    quad = depth - 1  # quad * H^2 + lin * H + rest = macs
+    return max(1, round((-lin + math.sqrt(lin * lin + 4 * quad * (macs - rest))) / (2 * quad)))
+
+
+# --------------------------------------------------------------------------- (d) naive loop
 class HardConcreteEdge(nn.Module):
     """One gated edge z_ij W_ij with its own log alpha, sampled per forward (batch noise)."""
 
@@ -217,10 +222,6 @@ class NaiveSNRTrans(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         return [e.log_alpha for e in self._edges()]
 
-    def weight_parameters(self) -> list[nn.Parameter]:
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
     def penalties(self) -> dict[str, Tensor]:
         """Expected L0: sum over edges of sigmoid(log alpha - beta log(-gamma/zeta))."""
         shift = HC_BETA * math.log(-HC_GAMMA / HC_ZETA)
@@ -230,19 +231,27 @@ class NaiveSNRTrans(nn.Module):
 # --------------------------------------------------------------------------- harness
 @dataclass
 class Case:
-    """A model with its optimizers and one compiled-in training step."""
+    """A model with its optimizers; ``step(x, ys)`` is the one training step of every case."""
 
     key: str
-    label: str
     model: nn.Module
-    macs: int
     opts: list[torch.optim.Optimizer] = field(default_factory=list)
     has_l0: bool = False
     n_params: int = 0
-    n_arch: int = 0
+
+    def step(self, x: Tensor, ys: dict[str, Tensor]) -> None:
+        for opt in self.opts:
+            opt.zero_grad(set_to_none=True)
+        out = self.model(x)
+        loss = sum(F.mse_loss(out[t], ys[t]) for t in TASKS)
+        if self.has_l0:
+            loss = loss + L0_WEIGHT * self.model.penalties()["l0"]
+        loss.backward()
+        for opt in self.opts:
+            opt.step()
 
 
-def make_case(key: str, label: str, model: nn.Module, macs: int) -> Case:
+def make_case(key: str, model: nn.Module) -> Case:
     """Adam on the weights; a second Adam on architecture parameters where they exist."""
     arch = list(model.arch_parameters()) if hasattr(model, "arch_parameters") else []
     ids = {id(p) for p in arch}
@@ -252,29 +261,55 @@ def make_case(key: str, label: str, model: nn.Module, macs: int) -> Case:
         opts.append(torch.optim.Adam(arch, lr=LR))
     has_l0 = hasattr(model, "penalties") and "l0" in model.penalties()
     model.train()
-    return Case(
-        key,
-        label,
-        model,
-        macs,
-        opts,
-        has_l0,
-        sum(p.numel() for p in weights),
-        sum(p.numel() for p in arch),
-    )
+    return Case(key, model, opts, has_l0, sum(p.numel() for p in weights))
 
 
-def train_step(case: Case, x: Tensor, ys: dict[str, Tensor]) -> None:
-    """One training step, identical for every case."""
-    for opt in case.opts:
-        opt.zero_grad(set_to_none=True)
-    out = case.model(x)
-    loss = sum(F.mse_loss(out[t], ys[t]) for t in TASKS)
-    if case.has_l0:
-        loss = loss + L0_WEIGHT * case.model.penalties()["l0"]
-    loss.backward()
-    for opt in case.opts:
-        opt.step()
+def executed_macs(model: nn.Module) -> float:
+    """Multiply-adds per example of one forward pass, as executed (matmul-type ops)."""
+    x = torch.randn(COUNT_BATCH, INPUT_DIM)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() / 2 / COUNT_BATCH
+
+
+@dataclass
+class Space:
+    name: str
+    cases: dict[str, Case]  # "supernet", "dense", maybe "nominal" and "naive"
+    info: dict[str, Any]
+
+
+def build(space: str, naive: bool) -> Space:
+    torch.manual_seed(0)
+    g = build_space(space, (INPUT_DIM,), TASKS)
+    net = Supernet(g)
+    nominal = graph_costs(g)["total"]["macs"]
+    executed = executed_macs(net)
+    layers = node_layers(g)
+    depth = len({layers[n] for n in components(g)})
+    tower = [*g.nodes[heads(g)[0]].get("params", {}).get("hidden", []), 1]
+    width = dense_width(executed, INPUT_DIM, depth, tower, N_TASKS)
+    dense = DenseLimit(INPUT_DIM, width, depth, tower, list(TASKS))
+    cases = {"supernet": make_case("supernet", net), "dense": make_case("dense", dense)}
+    info: dict[str, Any] = {
+        "macs_nominal": nominal,
+        "macs_executed": executed,
+        "executed_over_nominal": executed / nominal,
+        "dense_depth": depth,
+        "dense_width": width,
+        "dense_tower": tower,
+        "dense_macs": executed_macs(dense),
+        "supernet_params": cases["supernet"].n_params,
+        "dense_params": cases["dense"].n_params,
+        "arch_params": sum(p.numel() for p in net.arch_parameters()),
+    }
+    if abs(executed - nominal) > 0.02 * nominal:
+        w = dense_width(nominal, INPUT_DIM, depth, tower, N_TASKS)
+        cases["nominal"] = make_case("nominal", DenseLimit(INPUT_DIM, w, depth, tower, list(TASKS)))
+        info["nominal_dense_width"] = w
+    if naive and space == "snr_trans":
+        cases["naive"] = make_case("naive", NaiveSNRTrans())
+    return Space(space, cases, info)
 
 
 def time_steps(step: Callable[[], None], n: int) -> float:
@@ -285,163 +320,168 @@ def time_steps(step: Callable[[], None], n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def build_cases() -> tuple[list[Case], dict[str, Any]]:
-    g = build_space("snr_trans", (INPUT_DIM,), TASKS)
-    sp = g.graph["space_params"]
-    assert (sp["layers"], sp["subnetworks"], sp["width"], list(sp["tower"])) == (
-        2,
-        SUBNETS,
-        WIDTH,
-        [TOWER_HIDDEN],
-    ), f"snr_trans defaults changed: {sp}"
-    snr_macs = graph_macs(g)
-    assert snr_macs == snr_macs_formula(), (snr_macs, snr_macs_formula())
-    dense_macs = mlp_macs(DenseMLP.TRUNK, DenseMLP.TOWER)
-    assert abs(dense_macs - snr_macs) <= 0.02 * snr_macs, (dense_macs, snr_macs)
-    g_mmoe = build_space("mmoe", (INPUT_DIM,), TASKS)
-    sp_m = g_mmoe.graph["space_params"]
-    mmoe = Supernet(g_mmoe)
-    naive = NaiveSNRTrans()
-    cases = [
-        make_case("snr_trans", "(a) SNR-Trans supernet", Supernet(g), snr_macs),
-        make_case("dense", "(b) dense MLP, same MACs", DenseMLP(), dense_macs),
-        make_case("naive", "(c) SNR-Trans naive per-edge loop", naive, snr_macs),
-        make_case(
-            "mmoe", "(d) MMoE 8x16, towers 8", mmoe, graph_macs(g_mmoe) + gate_net_macs(mmoe)
-        ),
-    ]
-    info = {
-        "snr_trans_params": dict(sp),
-        "mmoe_params": {k: v for k, v in sp_m.items()},
-        "dense_trunk_widths": DenseMLP.TRUNK,
-        "dense_tower_widths": DenseMLP.TOWER,
-        "snr_macs_per_example": snr_macs,
-        "dense_macs_per_example": dense_macs,
-        "dense_vs_snr_macs_rel_diff": (dense_macs - snr_macs) / snr_macs,
-        "naive_edges": len(naive._edges()) + SUBNETS,
+def measure(spaces: list[Space], plan: Plan, batch: int, threads: int) -> list[dict[str, Any]]:
+    """One row per space at this batch size and thread count (all cases round-robin)."""
+    torch.set_num_threads(threads)
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, INPUT_DIM, generator=gen)
+    ys = {t: torch.randn(batch, 1, generator=gen) for t in TASKS}
+    steps = {
+        (sp.name, key): (lambda c=case: c.step(x, ys))
+        for sp in spaces
+        for key, case in sp.cases.items()
     }
-    return cases, info
+    for step in steps.values():  # warm-up: allocator, oneDNN primitive caches, Adam state
+        for _ in range(plan.warmup):
+            step()
+    n = plan.steps[batch]
+    runs = _common.round_robin(steps, plan.repeats, lambda step: time_steps(step, n))
+    rows = []
+    for sp in spaces:
+        sup = runs[(sp.name, "supernet")]
+
+        def vs(key: str, sp: Space = sp, sup: list[float] = sup) -> float | None:
+            if key not in sp.cases:
+                return None
+            return _common.median([a / b for a, b in zip(sup, runs[(sp.name, key)], strict=True)])
+
+        def rate(key: str, sp: Space = sp) -> float | None:
+            return _common.median(runs[(sp.name, key)]) * batch if key in sp.cases else None
+
+        ratios = [a / b for a, b in zip(sup, runs[(sp.name, "dense")], strict=True)]
+        rows.append(
+            {
+                "space": sp.name,
+                "label": SPACES[sp.name],
+                "batch": batch,
+                "threads": threads,
+                "supernet_samples_s": rate("supernet"),
+                "dense_samples_s": rate("dense"),
+                "ratio": vs("dense"),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                "nominal_dense_samples_s": rate("nominal"),
+                "ratio_vs_nominal": vs("nominal"),
+                "naive_samples_s": rate("naive"),
+                "snr_vs_naive": vs("naive"),
+                "repeats": plan.repeats,
+                "steps_per_repeat": n,
+                **sp.info,
+            }
+        )
+    return rows
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Temp file in the target directory + os.replace, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def profile(spaces: list[Space], batch: int, threads: int, steps: int = 10) -> dict[str, Any]:
+    """torch.profiler's top ops by self CPU time, per space, for the supernet and its limit."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    torch.set_num_threads(threads)
+    x = torch.randn(batch, INPUT_DIM)
+    ys = {t: torch.randn(batch, 1) for t in TASKS}
+    out: dict[str, Any] = {}
+    for sp in spaces:
+        out[sp.name] = {}
+        for key in ("supernet", "dense"):
+            case = sp.cases[key]
+            for _ in range(3):
+                case.step(x, ys)
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(steps):
+                    case.step(x, ys)
+            events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+            total = sum(e.self_cpu_time_total for e in events) or 1.0
+            out[sp.name][key] = {
+                "ms_per_step": total / 1e3 / steps,
+                "top_ops": [
+                    {
+                        "op": e.key,
+                        "calls_per_step": e.count / steps,
+                        "self_ms_per_step": e.self_cpu_time_total / 1e3 / steps,
+                        "share": e.self_cpu_time_total / total,
+                    }
+                    for e in events[:8]
+                ],
+            }
+    return out
+
+
+COLUMNS: list[_common.Column] = [
+    ("label", "space", ""),
+    ("batch", "batch", "d"),
+    ("threads", "threads", "d"),
+    ("supernet_samples_s", "supernet samples/s", ",.0f"),
+    ("dense_samples_s", "dense limit samples/s", ",.0f"),
+    ("ratio", "supernet / dense", ".2f"),
+    ("ratio_vs_nominal", "vs nominal-MAC dense", ".2f"),
+    ("macs_executed", "MACs/ex executed", ",.0f"),
+    ("macs_nominal", "MACs/ex nominal", ",.0f"),
+    ("dense_width", "dense H", "d"),
+    ("snr_vs_naive", "vs naive", ".2f"),
+]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    ap.add_argument("--repeats", type=int, default=7, help="timed repeats per case (default 7)")
-    ap.add_argument("--steps", type=int, default=30, help="training steps per repeat (default 30)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/supernet_speed.json"))
-    ap.add_argument("--seed", type=int, default=0)
+    ap = _common.parser(__doc__)
+    ap.add_argument("--profile", action="store_true", help="add torch.profiler's top ops")
     args = ap.parse_args(argv)
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    cases, info = build_cases()
-    x = torch.randn(BATCH, INPUT_DIM)
-    ys = {t: torch.randn(BATCH, 1) for t in TASKS}
-    steps = {c.key: (lambda c=c: train_step(c, x, ys)) for c in cases}
-
-    for c in cases:  # warm-up: allocator, oneDNN primitive caches, Adam state
-        for _ in range(WARMUP_STEPS):
-            steps[c.key]()
-    runs: dict[str, list[float]] = {c.key: [] for c in cases}
-    for r in range(args.repeats):
-        # round-robin within a repeat, rotating the start so no case always runs first
-        order = cases[r % len(cases) :] + cases[: r % len(cases)]
-        for c in order:
-            runs[c.key].append(time_steps(steps[c.key], args.steps))
-
-    med = {k: statistics.median(v) for k, v in runs.items()}
-    per_rep = {
-        "snr_vs_dense": [a / b for a, b in zip(runs["snr_trans"], runs["dense"], strict=True)],
-        "snr_vs_naive": [a / b for a, b in zip(runs["snr_trans"], runs["naive"], strict=True)],
+    mode = _common.mode_of(args)
+    plan = PLANS[mode]
+    spaces = [build(name, plan.naive) for name in SPACES]
+    rows = []
+    for threads in plan.threads:
+        for batch in plan.batches:
+            rows += measure(spaces, plan, batch, threads)
+    worst = min(rows, key=lambda r: r["ratio"])
+    naive = [r["snr_vs_naive"] for r in rows if r["snr_vs_naive"] is not None]
+    headline = {
+        "supernet_vs_dense_min": worst["ratio"],
+        "snr_vs_naive_min": min(naive) if naive else None,
     }
-    ratios = {
-        "snr_vs_dense": med["snr_trans"] / med["dense"],
-        "snr_vs_naive": med["snr_trans"] / med["naive"],
-    }
-    targets = {"snr_vs_dense": 0.8, "snr_vs_naive": 3.0}
-    threads = {
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS"),
-    }
-
-    print(
-        f"supernet_speed: CPU training steps/s, batch {BATCH}, input {INPUT_DIM}, "
-        f"{N_TASKS} tasks; median of {args.repeats} x {args.steps} steps (round-robin)"
+    prof = profile(spaces, max(plan.batches), plan.threads[0]) if args.profile else None
+    settings = _common.settings(
+        mode,
+        threads=list(plan.threads),
+        batches=list(plan.batches),
+        input_dim=INPUT_DIM,
+        tasks=N_TASKS,
+        repeats=plan.repeats,
+        steps_per_repeat=plan.steps,
+        warmup_steps=plan.warmup,
+        l0_weight=L0_WEIGHT,
+        lr=LR,
+        step="forward + sum of per-task MSE (+1e-4 L0) + backward + Adam (weights; a second "
+        "Adam on architecture parameters where present)",
     )
-    print("threads: " + ", ".join(f"{k}={v}" for k, v in threads.items()))
     print(
-        f"MACs/example: SNR-Trans {info['snr_macs_per_example']:,} (graph), dense MLP "
-        f"{info['dense_macs_per_example']:,} (trunk {DenseMLP.TRUNK}, towers "
-        f"{N_TASKS}x{DenseMLP.TOWER})"
+        f"supernet_speed ({mode}): CPU training steps, input {INPUT_DIM}, {N_TASKS} tasks; "
+        f"median of {plan.repeats} round-robin repeats; OMP_WAIT_POLICY="
+        f"{settings['omp_wait_policy']}, load average {settings['load_average']}"
     )
-    print(f"{'case':<36}{'steps/s':>9}{'min':>8}{'max':>8}{'MACs/ex':>10}{'weights':>9}{'arch':>6}")
-    for c in cases:
-        v = runs[c.key]
-        print(
-            f"{c.label:<36}{med[c.key]:>9.1f}{min(v):>8.1f}{max(v):>8.1f}{c.macs:>10,}"
-            f"{c.n_params:>9,}{c.n_arch:>6}"
-        )
-    for k, v in ratios.items():
-        ok = "met" if v >= targets[k] else "NOT met"
-        print(
-            f"{k:<13} = {v:5.2f} (per-repeat median {statistics.median(per_rep[k]):5.2f}, "
-            f"target >= {targets[k]}: {ok})"
-        )
-
-    payload = {
-        "benchmark": "supernet_speed",
-        "description": "CPU training steps/s: forward + sum of 4 MSE (+1e-4 L0) + backward + "
-        "Adam (weights; second Adam on arch params where present)",
-        "config": {
-            "batch": BATCH,
-            "input_dim": INPUT_DIM,
-            "tasks": N_TASKS,
-            "repeats": args.repeats,
-            "steps": args.steps,
-            "warmup_steps": WARMUP_STEPS,
-            "seed": args.seed,
-            "l0_weight": L0_WEIGHT,
-            "lr": LR,
-        },
-        "threads": threads,
-        "machine": {
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-        },
-        "models": info,
-        "steps_per_s": {c.key: med[c.key] for c in cases},
-        "steps_per_s_runs": runs,
-        "macs_per_example": {c.key: c.macs for c in cases},
-        "snr_vs_dense": ratios["snr_vs_dense"],
-        "snr_vs_naive": ratios["snr_vs_naive"],
-        "per_repeat_ratio_median": {k: statistics.median(v) for k, v in per_rep.items()},
-        "per_repeat_ratios": per_rep,
-        "targets": targets,
-        "targets_met": {k: ratios[k] >= targets[k] for k in targets},
+    print(_common.table(rows, COLUMNS))
+    print(
+        f"supernet_vs_dense_min = {worst['ratio']:.2f} ({worst['label']}, batch {worst['batch']}"
+        f", {worst['threads']} threads; target >= {TARGET_VS_DENSE})"
+    )
+    if naive:
+        print(f"snr_vs_naive_min = {min(naive):.2f} (target >= {TARGET_VS_NAIVE})")
+    if prof is not None:
+        for name, per in prof.items():
+            for key, p in per.items():
+                ops = ", ".join(
+                    f"{o['op']} {o['share']:.0%} ({o['calls_per_step']:.0f}/step)"
+                    for o in p["top_ops"][:5]
+                )
+                print(f"profile {name} {key} {p['ms_per_step']:.2f} ms/step: {ops}")
+    extra: dict[str, Any] = {
+        "targets": {"supernet_vs_dense_min": TARGET_VS_DENSE, "snr_vs_naive_min": TARGET_VS_NAIVE},
+        "worst": {k: worst[k] for k in ("space", "batch", "threads")},
     }
-    write_json_atomic(args.out, payload)
-    print(f"wrote {args.out}")
-    return payload
+    if prof is not None:
+        extra["profile"] = prof
+    _common.write_result(_common.out_dir(args), "supernet_speed", settings, rows, headline, **extra)
+    return headline
 
 
 if __name__ == "__main__":

@@ -299,6 +299,35 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from nas_mtl.serving.export import export_run
+    from nas_mtl.serving.packed import DEFAULT_BATCH_HINT
+
+    hint = DEFAULT_BATCH_HINT if args.batch_hint is None else args.batch_hint
+    done = export_run(args.run_dir, args.task, args.out, batch_hint=hint)
+    what = f"task '{args.task}': a tensor" if args.task else "every task: a dict"
+    shape = ", ".join(map(str, done.input_shape))
+    print(f"nas-mtl: wrote {done.path} (input (B, {shape}), {what}); load it with")
+    print(f"  torch.export.load('{done.path}').module()(x)   (docs/serving.md)")
+    if not done.packed:
+        print("nas-mtl: note: image model, exported as the pruned model (not packed)")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from nas_mtl.serving.predict import predict_run
+
+    done = predict_run(args.run_dir, args.data, args.out)
+    print(f"nas-mtl: wrote {done.path}: {done.rows} rows, tasks {', '.join(done.tasks)}")
+    for column, n in done.unknown_categories.items():
+        print(
+            f"nas-mtl: warning: {n} rows of '{column}' hold categories training never saw "
+            f"(encoded as all zeros)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _target_open(run_dir: Path) -> float | None:
     """The run's study's target_open, for the curves; None when the study is not readable."""
     from nas_mtl.rundir import study_of_run
@@ -321,6 +350,8 @@ COMMANDS = {
     "cluster": _cluster,
     "plot": _plot,
     "tune": _tune,
+    "export": _export,
+    "predict": _predict,
 }
 
 if __name__ == "__main__":

@@ -93,6 +93,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p = sub.add_parser("report", help="print the comparison tables of a finished run")
     p.add_argument("run_dir", type=Path)
+    p = sub.add_parser(
+        "export", help="write a run's retrained model as a torch.export program (.pt2)"
+    )
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--task", default=None, help="one task's model (default: every task, a dict)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the program file (default: RUN_DIR/model.pt2, or RUN_DIR/model.<task>.pt2)",
+    )
+    p.add_argument(
+        "--batch-hint",
+        type=int,
+        default=None,
+        metavar="N",
+        help="batch size the packed layout is tuned for (default 64); any batch size runs",
+    )
+    p = sub.add_parser("predict", help="predict every task for the rows of a table file")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("data", type=Path, help="a .csv, .csv.gz, .parquet or .npz table")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="predictions CSV (default: <data name>.predictions.csv next to the data)",
+    )
     p = sub.add_parser("tune", help="tune a study's [tune.params] with Optuna (docs/tuning.md)")
     p.add_argument("study", type=Path)
     p.add_argument(

@@ -48,10 +48,11 @@ from nas_mtl.rundir import (
     study_of_run,
     variant_label,
 )
+from nas_mtl.serving.preprocessing import write_preprocessing
 from nas_mtl.stages.candidates import choose_architecture
 from nas_mtl.stages.checkpoint import load_checkpoint
 from nas_mtl.stages.derive import derive
-from nas_mtl.stages.distributed import process_group
+from nas_mtl.stages.distributed import is_main, process_group
 from nas_mtl.stages.evaluation import resolve_device
 from nas_mtl.stages.pooling import pooled_tasks, run_groups
 from nas_mtl.stages.retrain import RetrainResult, retrain
@@ -199,6 +200,7 @@ def run_one(
     retrained = retrain(
         arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress, resume=resume
     )
+    write_preprocessing(run_dir, data, study.data)  # what `nas-mtl predict` encodes rows with
     result = run_result(study, data, net, arch, retrained, search_info, variant, space, seed, rel)
     result = replace(result, wall_s=time.perf_counter() - start)
     write_result(out, result)
@@ -339,4 +341,6 @@ def retrain_run(
             run_dir=run_dir,
             progress=progress,
         )
+    if is_main():
+        write_preprocessing(run_dir, data, study.data)
     return {t.name: result.test.metrics[t.name] for t in data.tasks}

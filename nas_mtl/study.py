@@ -96,6 +96,13 @@ class SearchConfig:
     # measure the inter-task gradient affinity (TAG) every this many steps, 0: off; costs
     # 2T + 1 passes per measurement (docs/search.md, "Gradient affinity")
     affinity_every: int = 10
+    # bf16 autocast on CUDA, as in [retrain]: about twice the matmul throughput, and the gate
+    # variables and losses stay float32; ignored on CPU (docs/speed.md)
+    amp: bool = True
+    # torch.compile the training forward: fewer, fused kernels once compiled, but a compile
+    # (tens of seconds) at the start and again when the gate state changes; off by default so
+    # short searches and CPU runs do not pay it (docs/speed.md)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         where = "[search]"

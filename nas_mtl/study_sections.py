@@ -86,6 +86,9 @@ class RetrainConfig:
     patience: int = 5
     device: str = "auto"  # auto: CUDA when available, else CPU
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    # torch.compile the training forward; off by default: the compile costs more than it
+    # saves in short runs (docs/speed.md)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_ranges("[retrain]", self, {**TRAINING_RULES, "lr": POSITIVE})

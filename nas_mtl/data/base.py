@@ -11,13 +11,17 @@ Everything lives in tensors; batches are index slices, never per-row Python obje
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from nas_mtl.errors import ConfigError, DataError
 from nas_mtl.tasks import TaskSpec
+
+if TYPE_CHECKING:
+    from nas_mtl.data.encoding import FeatureEncoding
 
 __all__ = [
     "MultiTaskData",
@@ -136,6 +140,8 @@ class MultiTaskData:
     val: SharedSplit | PerTaskSplit
     test: SharedSplit | PerTaskSplit
     feature_names: tuple[str, ...] = ()
+    # table data: the fitted standardization and vocabularies (saved for serving)
+    encoding: FeatureEncoding | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))

@@ -13,6 +13,10 @@ Rules (the user data contract in docs/data.md):
 * a missing label (empty cell, NaN) stays NaN, which removes the row from that task's loss and
   metrics only (:meth:`nas_mtl.tasks.TaskSpec.loss`).
 
+What was fitted (means, standard deviations, vocabularies) is returned as a
+:class:`FeatureEncoding`, so that a served model encodes new rows the same way
+(``preprocessing.json``, docs/serving.md).
+
 Rows are emitted grouped by split (train, then val, then test; file order inside each split), so
 each split is a contiguous slice of one tensor and no copy is made per split.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,6 +37,8 @@ from nas_mtl.tasks import TaskSpec
 
 __all__ = [
     "SPLIT_NAMES",
+    "ColumnEncoding",
+    "FeatureEncoding",
     "check_columns",
     "check_fractions",
     "encode_features",
@@ -44,6 +51,40 @@ logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 _SPLIT_CODES = {"train": 0, "val": 1, "validation": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class ColumnEncoding:
+    """How one feature column became model inputs.
+
+    ``numeric``: one input ``(value - mean) / std`` (``std`` 1 for a column constant on the
+    training rows); ``categorical``: one 0/1 input per category, in ``categories`` order
+    (each category as ``str`` of the value read from the file).
+    """
+
+    column: str
+    kind: str  # "numeric" | "categorical"
+    mean: float = 0.0
+    std: float = 1.0
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureEncoding:
+    """What :func:`encode_features` fitted, column by column in input order."""
+
+    columns: tuple[ColumnEncoding, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The model's input names: ``column`` or ``column=category``."""
+        return tuple(
+            name
+            for c in self.columns
+            for name in (
+                [f"{c.column}={v}" for v in c.categories] if c.kind == "categorical" else [c.column]
+            )
+        )
 
 
 def _preview(values: Sequence[object], counts: Sequence[int] | None = None, limit: int = 5) -> str:
@@ -129,8 +170,9 @@ def encode_features(
     train_rows: int,
     *,
     where: str,
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Encode ``frame[features]`` at positions ``rows`` into a float32 matrix and feature names.
+) -> tuple[np.ndarray, tuple[str, ...], FeatureEncoding]:
+    """Encode ``frame[features]`` at positions ``rows`` into a float32 matrix, feature names and
+    the fitted :class:`FeatureEncoding`.
 
     ``rows`` lists the frame positions to emit, training rows first (``rows[:train_rows]``):
     standardization statistics come from those only.
@@ -177,12 +219,14 @@ def encode_features(
     width = sum(len(cat_codes[c][1]) if c in cat_codes else 1 for c in features)
     x = np.zeros((rows.size, width), dtype=np.float32)
     names: list[str] = []
+    fitted: list[ColumnEncoding] = []
     for c in features:
         col = len(names)
         if c in cat_codes:
             codes, categories = cat_codes[c]
             x[np.arange(rows.size), col + codes] = 1.0
             names.extend(f"{c}={v}" for v in categories)
+            fitted.append(ColumnEncoding(c, "categorical", categories=tuple(categories)))
             continue
         values = _column(frame, c, rows)
         train = values[:train_rows]
@@ -195,7 +239,8 @@ def encode_features(
             std = 1.0
         x[:, col] = (values - mean) / std
         names.append(c)
-    return x, tuple(names)
+        fitted.append(ColumnEncoding(c, "numeric", mean=mean, std=std))
+    return x, tuple(names), FeatureEncoding(tuple(fitted))
 
 
 def _column(frame: pd.DataFrame, name: str, rows: np.ndarray) -> np.ndarray:

@@ -95,7 +95,9 @@ def shared_from_frame(
     counts = np.bincount(split_codes[rows], minlength=3)
     if counts[0] == 0:
         raise DataError(f"{where}: the training split is empty")
-    x, names = encode_features(frame, features, categorical, rows, int(counts[0]), where=where)
+    x, names, encoding = encode_features(
+        frame, features, categorical, rows, int(counts[0]), where=where
+    )
     y = np.empty((rows.size, len(tasks)), dtype=np.float32)
     for t, task in enumerate(tasks):
         y[:, t] = parse_labels(frame[task.label_column], task, where=where)[rows]
@@ -109,7 +111,9 @@ def shared_from_frame(
     train, val, test = (
         SharedSplit(xt[bounds[k] : bounds[k + 1]], yt[bounds[k] : bounds[k + 1]]) for k in range(3)
     )
-    return MultiTaskData(name, specs, (x.shape[1],), train, val, test, feature_names=names)
+    return MultiTaskData(
+        name, specs, (x.shape[1],), train, val, test, feature_names=names, encoding=encoding
+    )
 
 
 def load_table(
@@ -313,7 +317,9 @@ def load_per_task_table(
             raise DataError(
                 f"{where}: task '{spec.name}' has no labelled rows in the training split"
             )
-    x, feature_names = encode_features(frame, feats, categorical, rows, n_train, where=where)
+    x, feature_names, encoding = encode_features(
+        frame, feats, categorical, rows, n_train, where=where
+    )
     xt = torch.from_numpy(x)
     yt = torch.from_numpy(labels[rows].astype(np.float32))
     row_task, row_code = (
@@ -334,6 +340,7 @@ def load_per_task_table(
         (x.shape[1],),
         *splits,
         feature_names=feature_names,
+        encoding=encoding,
     )
     logger.info("loaded %s", data.summary())
     return data

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from nas_mtl.model.components import COMPONENTS, BatchedTowers, BiasActivation, Shape
 from nas_mtl.model.gates import GATES, Gate, edges_for_block
 from nas_mtl.model.graph import in_shape
+from nas_mtl.model.index_cache import IndexCache
 
 
 def component_signature(node_data: dict, by_usage: bool = False) -> str:
@@ -149,6 +150,7 @@ class Block(nn.Module):
                 )
             lo = hi
         self.modules_ = nn.ModuleList(modules)
+        self._index = IndexCache()  # task-stream indices, built once per device
         # SNR-Trans: the sub-networks' bias joins the block matmul as one addmm
         self.fused_bias = (
             self.linear
@@ -189,8 +191,7 @@ class Block(nn.Module):
                     G.shape[0], W.shape[0], C * d_out
                 )
                 return torch.matmul(Uc, W_eff).view(-1, B, C, d_out)
-            P = torch.einsum("sbr,rce->sbrce", Uc, W)  # per-example gates: general path
-            return (P * G[..., self.row_src, :].unsqueeze(-1)).sum(2)
+            return self._mix_per_example(U, G, W)  # per-example gates (noise = "example")
         feat = U.shape[3:]
         if self.gate.static_ones and J == 1:
             return U.expand(S, B, C, *feat)  # same input for every destination, no copy
@@ -200,6 +201,26 @@ class Block(nn.Module):
             return V.reshape(S, B, C, *feat)
         V = torch.einsum("sbjc,sbjf->sbcf", G, Uf)
         return V.reshape(V.shape[0], B, C, *feat)
+
+    def _mix_per_example(self, U: Tensor, G: Tensor, W: Tensor) -> Tensor:
+        """v_{b,c} = Σ_j g_{b,j,c} W_jc u_{b,j} with gates per example (``docs/speed.md``).
+
+        The gates cannot be folded into one weight matrix, but they scale whole (j, c) blocks:
+        Y_j = U_j W_j is one batched matmul over the sources, (J, S·B, C·d_out), as many
+        multiply-adds as the shared-gate matmul; the gates then weigh Y and the sum runs over
+        j. Nothing of size (B, Σd, C, d_out) is built. U (S, B, J, d), G (S_g, B, J, C),
+        W (Σd, C, d_out) -> (max(S, S_g), B, C, d_out).
+        """
+        S, B, J = U.shape[:3]
+        C, d_out = W.shape[1], W.shape[2]
+        if not self.uniform_src:  # sources of unequal widths: gate the inputs, one bmm per c
+            Ug = U.reshape(S, B, -1).unsqueeze(-1) * G[..., self.row_src, :]  # (S', B, Σd, C)
+            S2 = Ug.shape[0]
+            V = torch.bmm(Ug.permute(3, 0, 1, 2).reshape(C, S2 * B, -1), W.transpose(0, 1))
+            return V.view(C, S2, B, d_out).permute(1, 2, 0, 3)
+        Ut = U.reshape(S * B, J, -1).transpose(0, 1)  # (J, S·B, d)
+        Y = torch.bmm(Ut, W.reshape(J, -1, C * d_out)).view(J, S, B, C, d_out)
+        return (Y * G.permute(2, 0, 1, 3).contiguous().unsqueeze(-1)).sum(0)
 
     def _mix_edges(self, U: Tensor, G: Tensor, cols: Tensor | None) -> Tensor:
         """Live edges only: y_e = W_e u_src(e), v_c = Σ_{e→c} g_e y_e."""
@@ -236,15 +257,14 @@ class Block(nn.Module):
             outs.append(self._run_on_streams(grp, module, v, stream_tasks))
         return outs
 
-    @staticmethod
     def _run_on_streams(
-        grp: _Group, module: nn.Module, v: Tensor, stream_tasks: list[int]
+        self, grp: _Group, module: nn.Module, v: Tensor, stream_tasks: list[int]
     ) -> Tensor:
         S, B, C = v.shape[:3]
         stream_of = {t: s for s, t in enumerate(stream_tasks)}
         own = [next(iter(u)) for u in grp.usage if len(u) == 1]
         if len(own) == C and all(t in stream_of for t in own):
-            streams = torch.tensor([stream_of[t] for t in own], device=v.device)
+            streams = self._index([stream_of[t] for t in own], v.device)
             cols = torch.arange(C, device=v.device)
             y = module(v[streams, :, cols].transpose(0, 1))  # (B, C, *out): the diagonal
             out = y.new_zeros(S, B, *y.shape[1:])
@@ -255,7 +275,7 @@ class Block(nn.Module):
         if len(used) == S:
             y = module(v.reshape(S * B, *v.shape[2:]))
             return y.view(S, B, *y.shape[1:])
-        idx = torch.tensor(used, device=v.device)
+        idx = self._index(used, v.device)
         y = module(v.index_select(0, idx).reshape(len(used) * B, *v.shape[2:]))
         y = y.view(len(used), B, *y.shape[1:])
         return y.new_zeros(S, *y.shape[1:]).index_copy(0, idx, y)

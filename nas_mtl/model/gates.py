@@ -271,10 +271,13 @@ class FixedGate(Gate):
         if self.p["normalize"]:
             values = values / values.sum(dim=1, keepdim=True).clamp(min=1.0)
         self.register_buffer("values", values, persistent=False)  # (T or 1, J, C)
+        # decided once, on the host: torch.equal of GPU tensors waits for the device, and
+        # every forward asks (docs/speed.md, "Host syncs")
+        self._static_ones = self.scope == "shared" and bool(torch.equal(values[0], self.mask))
 
     @property
     def static_ones(self) -> bool:
-        return self.scope == "shared" and bool(torch.equal(self.values[0], self.mask))
+        return self._static_ones
 
     def forward(self, ctx: GateContext) -> Tensor:
         v = self.values if self.scope == "shared" else _task_select(self.values, ctx)

@@ -31,6 +31,7 @@ from nas_mtl.model.blocks import Block, component_signature, gate_signature, pru
 from nas_mtl.model.components import BatchedTowers, Shape
 from nas_mtl.model.gates import Gate, GateContext
 from nas_mtl.model.graph import INPUT, in_shape, node_layers, validate
+from nas_mtl.model.index_cache import IndexCache
 from nas_mtl.model.schedules import SchedulePosition
 
 
@@ -93,6 +94,7 @@ class Supernet(nn.Module):
                     position[n] = len(position)
         self.blocks = nn.ModuleList(blocks)
         self._plan_sources()
+        self._index = IndexCache()  # stream and head indices, built once per device
 
     def _plan_sources(self) -> None:
         """Where each block's sources live: (output group, column); -1 is the input.
@@ -138,7 +140,7 @@ class Supernet(nn.Module):
             raise GraphError(f"input shape {tuple(x.shape[2:])} != graph input {self.input_shape}")
         index = {t: i for i, t in enumerate(self.tasks)}
         stream_ids = [index[t] for t in tasks]
-        stream_tasks = torch.tensor(stream_ids, device=x.device)
+        stream_tasks = self._index(stream_ids, x.device)
         ctx = GateContext(stream_tasks=stream_tasks, x_flat=x.reshape(x.shape[0], x.shape[1], -1))
         inp = x.unsqueeze(2)  # (S, B, 1, *in)
         outs: list[Tensor] = []
@@ -167,11 +169,12 @@ class Supernet(nn.Module):
         if not wanted:
             return {}
         every = wanted == list(range(len(head_tasks)))
-        cols = None if every else torch.tensor(wanted, device=U.device)
+        cols = None if every else self._index(wanted, U.device)
         V = block.mix(U, G, cols)  # (S, B, k, *in)
         if V.shape[0] > 1:  # each head reads its own task's stream
-            streams = torch.tensor([tasks.index(head_tasks[c]) for c in wanted], device=U.device)
-            V = V.permute(2, 0, 1, *range(3, V.dim()))[torch.arange(len(wanted)), streams]
+            streams = self._index([tasks.index(head_tasks[c]) for c in wanted], U.device)
+            rows = self._index(range(len(wanted)), U.device)
+            V = V.permute(2, 0, 1, *range(3, V.dim()))[rows, streams]
             V = V.transpose(0, 1)  # (B, k, *in)
         else:
             V = V[0]
@@ -183,9 +186,11 @@ class Supernet(nn.Module):
             if not sel:
                 continue
             whole = every and len(block.groups) == 1
-            local = torch.tensor([wanted[i] - grp.lo for i in sel], device=U.device)
-            y = towers(V if whole else V[:, sel], None if whole else local)  # (B, k_g, max_out)
-            for i, li in zip(sel, local.tolist(), strict=True):
+            heads = [wanted[i] - grp.lo for i in sel]
+            local = self._index(heads, U.device)
+            part = V if whole else V.index_select(1, self._index(sel, U.device))
+            y = towers(part, None if whole else local)  # (B, k_g, max_out)
+            for i, li in zip(sel, heads, strict=True):
                 t = head_tasks[wanted[i]]
                 results[t] = y[:, sel.index(i), : towers.out_dims[li]]
         return results

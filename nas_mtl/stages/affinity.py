@@ -217,7 +217,9 @@ class AffinityProbe:
         start = time.perf_counter()
         with _gates_open(self.net):
             z, base = lookahead_affinity(self.net, task_losses, self.tasks, self.params, self.lr)
-        z, base = z.cpu(), base.cpu()  # one device sync per measurement
+        # one device sync per measurement (every `every` steps), none in other steps
+        both = torch.cat([z, base.unsqueeze(0)]).cpu()  # (T + 1, T)
+        z, base = both[:-1], both[-1]
         valid = (base > 0).unsqueeze(1) & (base > 0).unsqueeze(0) & torch.isfinite(z)
         self.sums += torch.where(valid, z, torch.zeros((), dtype=z.dtype))
         self.counts += valid.long()

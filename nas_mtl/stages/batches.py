@@ -2,17 +2,32 @@
 
 With per-task inputs each step draws one batch per task (the Gumbel-Matrix protocol); an epoch
 is one pass over the largest task unless ``steps_per_epoch`` says otherwise.
+
+Batches are drawn as *row indices* from the CPU generator, exactly the draws of
+:func:`nas_mtl.data.shared_batches` and :func:`nas_mtl.data.per_task_batches` (so a seed gives
+the same batches on every device), and the rows are gathered where the split lives. On CUDA
+:func:`place_split` puts the training split on the GPU once per training; the indices then go
+over asynchronously from pinned memory, one copy per epoch (shared inputs) or per step (per
+task), and no batch waits for the host (``docs/speed.md``, "Data placement").
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
-from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit, per_task_batches, shared_batches
+from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
+from nas_mtl.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+# a training split goes to the GPU when it takes at most this fraction of the free memory;
+# a larger one stays on the host and each batch is copied over (as on every step before)
+DEVICE_FRACTION = 0.5
 
 
 def steps_per_epoch(data: MultiTaskData, batch_size: int, configured: int | None) -> int:
@@ -24,6 +39,78 @@ def steps_per_epoch(data: MultiTaskData, batch_size: int, configured: int | None
     return max(1, math.ceil(n / batch_size))
 
 
+def split_device(split: SharedSplit | PerTaskSplit) -> torch.device:
+    """Where a split's tensors live."""
+    return split.x.device if isinstance(split, SharedSplit) else split.x[0].device
+
+
+def place_split(
+    split: SharedSplit | PerTaskSplit, device: torch.device
+) -> SharedSplit | PerTaskSplit:
+    """``split`` on ``device`` when that is a GPU with room for it; else ``split`` itself.
+
+    Moving the rows once per training replaces one host-to-device copy per batch (which a
+    pageable CPU tensor makes synchronous) by an on-device gather.
+    """
+    if device.type != "cuda" or split_device(split) == device:
+        return split
+    tensors = [split.x, split.y] if isinstance(split, SharedSplit) else [*split.x, *split.y]
+    need = sum(t.numel() * t.element_size() for t in tensors)
+    free, _ = torch.cuda.mem_get_info(device)
+    if need > DEVICE_FRACTION * free:
+        log.info(
+            "training split of %.1f GB stays on the host (%.1f GB free on %s): batches are "
+            "copied per step",
+            need / 1e9,
+            free / 1e9,
+            device,
+        )
+        return split
+    if isinstance(split, SharedSplit):
+        return SharedSplit(split.x.to(device), split.y.to(device))
+    return PerTaskSplit(tuple(x.to(device) for x in split.x), tuple(y.to(device) for y in split.y))
+
+
+def _to(index: Tensor, device: torch.device) -> Tensor:
+    """Row indices on the split's device; to a GPU without waiting (pinned, non-blocking)."""
+    if device.type == "cpu":
+        return index
+    if device.type == "cuda":
+        return index.pin_memory().to(device, non_blocking=True)
+    return index.to(device)
+
+
+def per_task_indices(
+    sizes: tuple[int, ...], batch_size: int, steps: int, generator: torch.Generator
+) -> Iterator[list[Tensor]]:
+    """``steps`` steps of one index batch per task; the draws of ``per_task_batches``.
+
+    Each task walks through its own permutation and reshuffles when it runs out (the leftover
+    rows open the next batch); a task with fewer than ``batch_size`` rows samples with
+    replacement. ``tests/test_hot_path.py`` checks this against ``per_task_batches``.
+    """
+    empty = [t for t, n in enumerate(sizes) if n == 0]
+    if empty:
+        raise DataError(f"per_task_batches: tasks {empty} have no examples in this split")
+    perms = [torch.randperm(n, generator=generator) for n in sizes]
+    cursors = [0] * len(sizes)
+    for _ in range(steps):
+        out = []
+        for t, n in enumerate(sizes):
+            if n < batch_size:
+                idx = torch.randint(n, (batch_size,), generator=generator)
+            else:
+                idx = perms[t][cursors[t] : cursors[t] + batch_size]
+                cursors[t] += batch_size
+                if idx.numel() < batch_size:
+                    perms[t] = torch.randperm(n, generator=generator)
+                    need = batch_size - idx.numel()
+                    idx = torch.cat([idx, perms[t][:need]])
+                    cursors[t] = need
+            out.append(idx)
+        yield out
+
+
 def train_batches(
     data: MultiTaskData,
     split: SharedSplit | PerTaskSplit,
@@ -33,23 +120,37 @@ def train_batches(
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch of training batches: shared ``(B, *in), (B, T)``; per task ``(T, B, *in), (T, B)``.
 
-    With per-task inputs each step draws one batch per task (the Gumbel-Matrix protocol).
+    With per-task inputs each step draws one batch per task (the Gumbel-Matrix protocol). The
+    batches are on the split's device and equal, row for row, those of the data module's
+    ``shared_batches`` / ``per_task_batches`` with the same generator.
     """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got batch_size={batch_size}")
+    device = split_device(split)
     if isinstance(split, PerTaskSplit):
-        yield from per_task_batches(
-            split, batch_size, steps=steps_per_epoch(data, batch_size, steps), generator=generator
-        )
-    else:
-        yield from shared_batches(split, batch_size, shuffle=True, generator=generator)
+        n_steps = steps_per_epoch(data, batch_size, steps)
+        for rows in per_task_indices(split.sizes(), batch_size, n_steps, generator):
+            index = _to(torch.stack(rows), device)  # (T, B)
+            yield (
+                torch.stack([x[index[t]] for t, x in enumerate(split.x)]),
+                torch.stack([y[index[t]] for t, y in enumerate(split.y)]),
+            )
+        return
+    # one shuffled epoch, as shared_batches(shuffle=True) draws it; one copy to the device
+    perm = _to(torch.randperm(len(split), generator=generator), device)
+    for start in range(0, len(split), batch_size):
+        idx = perm[start : start + batch_size]
+        yield split.x[idx], split.y[idx]
 
 
 def halves(
     split: SharedSplit | PerTaskSplit, gen: torch.Generator
 ) -> tuple[SharedSplit | PerTaskSplit, SharedSplit | PerTaskSplit]:
     """Two disjoint random halves (per task for per-task data) for alternating updates."""
+    device = split_device(split)
 
     def cut(n: int) -> tuple[Tensor, Tensor]:
-        perm = torch.randperm(n, generator=gen)
+        perm = _to(torch.randperm(n, generator=gen), device)
         return perm[: n // 2], perm[n // 2 :]
 
     if isinstance(split, PerTaskSplit):

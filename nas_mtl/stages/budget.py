@@ -118,7 +118,7 @@ class MacsModel:
         self.gate_nets = [([v for v, g in group_of.items() if g == grp], m) for grp, m in gated]
 
     def expected(self, usage: ExpectedUsage) -> Tensor:
-        total = torch.tensor(float(self.fixed), device=usage.kept[0].device)
+        total = usage.kept[0].new_full((), float(self.fixed))  # a fill: no host-to-device copy
         any_node = {v: _any_task(p) for v, p in usage.node.items()}
         for n, m in self.nodes:
             total = total + m * any_node[n]

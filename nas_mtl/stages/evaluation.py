@@ -1,14 +1,16 @@
 """Where a model runs and how it is scored: device, autocast, per-task losses, evaluation.
 
 The training loop, the search's selection and retrain all score a model with these; the
-losses and metrics are defined in ``docs/metrics.md``.
+losses and metrics are defined in ``docs/metrics.md``, the device settings (TF32, cuDNN
+autotuning, bf16 autocast, ``torch.compile``) in ``docs/speed.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,11 +38,75 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def configure_device(device: torch.device) -> None:
+    """Fast CUDA defaults: TF32 matmuls and convolutions, cuDNN autotuning; nothing elsewhere.
+
+    TF32 keeps float32's range with a 10-bit mantissa on Ampere and later GPUs (about 1e-3
+    relative error per product), several times the float32 matmul throughput; cuDNN autotuning
+    times the convolution algorithms once per input shape and keeps the fastest, so image
+    spaces run faster but not bit-reproducibly. These are process-wide PyTorch settings, so
+    they are set for the process once a CUDA device is chosen (``docs/speed.md``, "TF32").
+    """
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """float32 matmuls inside (TF32 off), the previous settings after; a no-op off CUDA.
+
+    For measurements that compare two nearby losses (the gradient-affinity lookahead), whose
+    O(lr) difference TF32 rounding could swamp.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """bf16 mixed precision on CUDA (no loss scaling needed); a no-op elsewhere."""
     if enabled and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def compile_model(model: nn.Module, where: str) -> Callable[..., Any]:
+    """``model`` compiled by ``torch.compile`` (default mode), failures told as a ConfigError.
+
+    Compilation happens at the first call (and again for a new input shape or gate state), so
+    that is where a missing compiler toolchain shows; the message names the setting to turn
+    off. The returned callable runs the compiled module; the module itself (its parameters,
+    its state dict) is unchanged (``docs/speed.md``, "torch.compile").
+    """
+    import torch._dynamo  # heavy: only when asked for
+
+    if not torch._dynamo.is_dynamo_supported():
+        raise ConfigError(
+            f"{where}: compile = true, but torch.compile is not supported by this PyTorch "
+            f"({torch.__version__}) or Python; set compile = false"
+        )
+    compiled = torch.compile(model)
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return compiled(*args, **kwargs)
+        except torch._dynamo.exc.BackendCompilerFailed as e:
+            raise ConfigError(
+                f"{where}: compile = true, but torch.compile failed on this machine "
+                f"({type(e.inner_exception).__name__}: {e.inner_exception}); set compile = "
+                f"false, or install a C++ compiler (Inductor builds CPU kernels with one)"
+            ) from e
+
+    return run
 
 
 def task_losses(

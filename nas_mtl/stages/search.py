@@ -346,7 +346,7 @@ def search(
     fit = train(
         supernet,
         data,
-        train_config(cfg, lr=cfg.lr_weights, keep_checkpoints=cfg.keep_checkpoints),
+        train_config(cfg, lr=cfg.lr_weights, amp=cfg.amp, keep_checkpoints=cfg.keep_checkpoints),
         hooks=step,
         seed=seed,
         checkpoint_dir=run_dir / "checkpoints" if run_dir else None,

@@ -1,7 +1,8 @@
 """What search and retraining share: devices, batches for both data regimes, losses, evaluation.
 
 Kept in one place so the search loop and the retrain loop cannot drift apart in how they feed
-data or score a model.
+data or score a model. The step loop never waits for the device: losses are summed on it and
+read once per epoch, where the finiteness check runs too (``docs/speed.md``, "Host syncs").
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
 from nas_mtl.errors import ConfigError, TrainingError
 from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages import distributed
-from nas_mtl.stages.batches import steps_in_epoch, train_batches
+from nas_mtl.stages.batches import place_split, steps_in_epoch, train_batches
 from nas_mtl.stages.checkpoint import (
     history_until,
     last_epoch_checkpoint,
@@ -35,7 +36,10 @@ from nas_mtl.stages.checkpoint import (
 from nas_mtl.stages.evaluation import (
     Evaluation,
     autocast,
+    compile_model,
+    configure_device,
     evaluate,
+    full_precision,
     resolve_device,
     task_losses,
     weighted_loss,
@@ -69,10 +73,16 @@ class EarlyStopping:
         return self.bad_epochs >= self.patience
 
 
-def check_finite(loss: Tensor, where: str) -> None:
-    if not torch.isfinite(loss):
+def check_finite(loss: float, where: str) -> None:
+    """Fail when an epoch's mean training loss is NaN or infinite.
+
+    Checked on the epoch's sum, read once at its end, rather than per step: a per-step check
+    would make every step wait for the device. A step that diverges poisons every later sum
+    (NaN and inf stay NaN or inf), so the epoch in which it happened is the one named.
+    """
+    if not math.isfinite(loss):
         raise TrainingError(
-            f"{where}: the loss became {loss.item()}; lower the learning "
+            f"{where}: the loss became {loss}; lower the learning "
             f"rate or check the data for extreme values"
         )
 
@@ -90,13 +100,28 @@ class FitResult:
 
 
 def _step_losses(
-    net: nn.Module, data: MultiTaskData, x: Tensor, y: Tensor, device: torch.device, amp: bool
+    net: Callable[..., dict[str, Tensor]],
+    data: MultiTaskData,
+    x: Tensor,
+    y: Tensor,
+    device: torch.device,
+    amp: bool,
 ) -> dict[str, Tensor]:
+    # a no-op when the split is already on the device (place_split)
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     per_task = data.regime == "per_task"
     with autocast(device, amp):
         out = net(x, tasks=list(data.task_names)) if per_task else net(x)
     return task_losses(out, y, data.tasks, per_task)
+
+
+def _probe_losses(
+    net: nn.Module, data: MultiTaskData, x: Tensor, y: Tensor, device: torch.device
+) -> dict[str, Tensor]:
+    """The step's per-task losses in full float32 (no autocast, no TF32), for a probe that
+    compares nearby losses (the search's gradient affinity, docs/speed.md)."""
+    with full_precision(device):
+        return _step_losses(net, data, x, y, device, amp=False)
 
 
 @dataclass(frozen=True)
@@ -112,9 +137,18 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False  # bf16 autocast on CUDA
     keep_checkpoints: int = 2
+    compile: bool = False  # torch.compile the training forward (docs/speed.md)
 
 
-_SHARED_FIELDS = ("epochs", "batch_size", "steps_per_epoch", "weight_decay", "patience", "device")
+_SHARED_FIELDS = (
+    "epochs",
+    "batch_size",
+    "steps_per_epoch",
+    "weight_decay",
+    "patience",
+    "device",
+    "compile",
+)
 
 
 def train_config(stage: Any, **fields: Any) -> TrainConfig:
@@ -228,6 +262,7 @@ def train(
         )
     main = distributed.is_main()  # writes the log and checkpoints
     dev = resolve_device(cfg.device)
+    configure_device(dev)  # TF32 and cuDNN autotuning on CUDA
     last = last_epoch_checkpoint(checkpoint_dir, stem) if resume else None
     if log_path is not None and last is None and main:
         log_path.unlink(missing_ok=True)  # the log describes this training only
@@ -235,12 +270,14 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     net = net.to(dev).train()
     model = distributed.wrap(net, dev)  # DDP under torchrun; else net itself
+    forward = compile_model(model, f"[{stem}]") if cfg.compile else model
     tasks = data.tasks
     hooks = hooks or TrainingHooks()
     excluded = {id(p) for p in hooks.parameters_excluded()}
     weights = [p for p in net.parameters() if id(p) not in excluded]
     w_opt = torch.optim.Adam(weights, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    split = hooks.training_split(data.train, gen)
+    # the rows go to the GPU once (docs/speed.md, "Data placement"); on the CPU, as they are
+    split = hooks.training_split(place_split(data.train, dev), gen)
     n_steps_epoch = steps_in_epoch(data, split, cfg.batch_size, cfg.steps_per_epoch)
     stopper = EarlyStopping(cfg.patience)
     best_state = None
@@ -277,18 +314,22 @@ def train(
     for epoch in bar:
         t0 = time.perf_counter()
         hooks.start_epoch(net, epoch, n_steps_epoch)
-        sums = {t.name: 0.0 for t in tasks}
-        n_steps = 0
+        # the epoch's sums stay on the device (float64: the float32 losses add exactly as
+        # Python floats did); the host reads them once, after the last step
+        task_sums = torch.zeros(len(tasks), dtype=torch.float64, device=dev)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        n_steps = n_all = 0
         batches = train_batches(data, split, cfg.batch_size, cfg.steps_per_epoch, gen)
         for (x, y), share in distributed.shard(batches):  # share 1.0 in one process
             hooks.before_step(net, step)
-            hooks.inspect_batch(net, step, partial(_step_losses, net, data, x, y, dev, cfg.amp))
-            losses = _step_losses(model, data, x, y, dev, cfg.amp)
+            hooks.inspect_batch(net, step, partial(_probe_losses, net, data, x, y, dev))
+            losses = _step_losses(forward, data, x, y, dev, cfg.amp)
             loss = weighted_loss(losses, tasks)
             extra = hooks.extra_loss(net)
             if extra is not None:
                 loss = loss + extra
-            check_finite(loss, f"{stem} epoch {epoch}")
+            loss_sum += loss.detach()
+            n_all += 1
             if share != 1.0:  # an epoch's last, partial group of rank batches
                 loss = loss * share
             w_opt.zero_grad(set_to_none=True)
@@ -299,9 +340,14 @@ def train(
             step += 1
             if share == 0.0:  # a stand-in step that keeps the ranks in lockstep
                 continue
-            for name, v in losses.items():
-                sums[name] += float(v.detach())
+            task_sums += torch.stack([losses[t.name].detach() for t in tasks])
             n_steps += 1
+        read = torch.cat([task_sums, loss_sum.view(1)]).tolist()  # the epoch's one host read
+        names = [t.name for t in tasks]
+        train_loss = distributed.mean_over_ranks(dict(zip(names, read[:-1], strict=True)), n_steps)
+        # over all ranks, so that every rank stops at the same epoch
+        epoch_loss = distributed.mean_over_ranks({"loss": read[-1]}, n_all)["loss"]
+        check_finite(epoch_loss, f"{stem} epoch {epoch}")
         distributed.sync_buffers(net)
         ev, verdict = distributed.from_main(partial(_judge, net, data, hooks, dev, cfg.amp))
         improved = verdict.eligible and stopper.step(verdict.objective, epoch)
@@ -310,7 +356,7 @@ def train(
         record = {
             "epoch": epoch,
             "step": step,
-            "train_loss": distributed.mean_over_ranks(sums, n_steps),
+            "train_loss": train_loss,
             "val_loss": ev.losses,
             "val_objective": ev.loss(tasks),
             "val_metric": ev.primary(tasks),
