@@ -35,7 +35,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -54,6 +53,9 @@ from torch import Tensor, nn  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))  # run from anywhere
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import write_json_atomic  # noqa: E402
 
 from nas_mtl.model.cost import graph_costs  # noqa: E402
 from nas_mtl.model.graph import INPUT, in_shape, node_layers, validate  # noqa: E402
@@ -295,20 +297,6 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['packed_vs_full_supernet']:>7.2f}"
         )
     return "\n".join(lines)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Temp file in the target directory + os.replace, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Everything lives in tensors; batches are index slices, never per-row Python obje
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -270,6 +270,38 @@ def shared_batches(
         yield split.x[idx], split.y[idx]
 
 
+def per_task_indices(
+    sizes: Sequence[int], batch_size: int, steps: int, generator: torch.Generator
+) -> Iterator[list[Tensor]]:
+    """``steps`` steps of one row-index batch per task: the draws of :func:`per_task_batches`.
+
+    Each task walks through its own permutation and reshuffles when it runs out (the leftover
+    rows open the next batch); a task with fewer than ``batch_size`` rows samples with
+    replacement. The training loop draws these on the host and indexes rows wherever they live
+    (``nas_mtl.stages.batches``), so a seed gives the same batches on every device.
+    """
+    empty = [t for t, n in enumerate(sizes) if n == 0]
+    if empty:
+        raise DataError(f"per_task_batches: tasks {empty} have no examples in this split")
+    perms = [torch.randperm(n, generator=generator) for n in sizes]
+    cursors = [0] * len(sizes)
+    for _ in range(steps):
+        out = []
+        for t, n in enumerate(sizes):
+            if n < batch_size:
+                idx = torch.randint(n, (batch_size,), generator=generator)
+            else:
+                idx = perms[t][cursors[t] : cursors[t] + batch_size]
+                cursors[t] += batch_size
+                if idx.numel() < batch_size:
+                    perms[t] = torch.randperm(n, generator=generator)
+                    need = batch_size - idx.numel()
+                    idx = torch.cat([idx, perms[t][:need]])
+                    cursors[t] = need
+            out.append(idx)
+        yield out
+
+
 def per_task_batches(
     split: PerTaskSplit,
     batch_size: int,
@@ -287,27 +319,9 @@ def per_task_batches(
     _check_batch_size(batch_size)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(f"steps must be an integer >= 0, got steps={steps!r}")
-    sizes = split.sizes()
-    empty = [t for t, n in enumerate(sizes) if n == 0]
-    if empty:
-        raise DataError(f"per_task_batches: tasks {empty} have no examples in this split")
-    perms = [torch.randperm(n, generator=generator) for n in sizes]
-    cursors = [0] * len(sizes)
-    for _ in range(steps):
-        xs, ys = [], []
-        for t, n in enumerate(sizes):
-            if n < batch_size:
-                idx = torch.randint(n, (batch_size,), generator=generator)
-            else:
-                idx = perms[t][cursors[t] : cursors[t] + batch_size]
-                cursors[t] += batch_size
-                if idx.numel() < batch_size:
-                    perms[t] = torch.randperm(n, generator=generator)
-                    need = batch_size - idx.numel()
-                    idx = torch.cat([idx, perms[t][:need]])
-                    cursors[t] = need
-            xs.append(split.x[t][idx])
-            ys.append(split.y[t][idx])
+    for idx in per_task_indices(split.sizes(), batch_size, steps, generator):
+        xs = [x[i] for x, i in zip(split.x, idx, strict=True)]
+        ys = [y[i] for y, i in zip(split.y, idx, strict=True)]
         yield torch.stack(xs), torch.stack(ys)
 
 

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
-from nas_mtl.errors import ConfigError, DataError
+from nas_mtl.data.base import per_task_indices
+from nas_mtl.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -78,37 +79,6 @@ def _to(index: Tensor, device: torch.device) -> Tensor:
     if device.type == "cuda":
         return index.pin_memory().to(device, non_blocking=True)
     return index.to(device)
-
-
-def per_task_indices(
-    sizes: tuple[int, ...], batch_size: int, steps: int, generator: torch.Generator
-) -> Iterator[list[Tensor]]:
-    """``steps`` steps of one index batch per task; the draws of ``per_task_batches``.
-
-    Each task walks through its own permutation and reshuffles when it runs out (the leftover
-    rows open the next batch); a task with fewer than ``batch_size`` rows samples with
-    replacement. ``tests/test_hot_path.py`` checks this against ``per_task_batches``.
-    """
-    empty = [t for t, n in enumerate(sizes) if n == 0]
-    if empty:
-        raise DataError(f"per_task_batches: tasks {empty} have no examples in this split")
-    perms = [torch.randperm(n, generator=generator) for n in sizes]
-    cursors = [0] * len(sizes)
-    for _ in range(steps):
-        out = []
-        for t, n in enumerate(sizes):
-            if n < batch_size:
-                idx = torch.randint(n, (batch_size,), generator=generator)
-            else:
-                idx = perms[t][cursors[t] : cursors[t] + batch_size]
-                cursors[t] += batch_size
-                if idx.numel() < batch_size:
-                    perms[t] = torch.randperm(n, generator=generator)
-                    need = batch_size - idx.numel()
-                    idx = torch.cat([idx, perms[t][:need]])
-                    cursors[t] = need
-            out.append(idx)
-        yield out
 
 
 def train_batches(
