@@ -482,3 +482,21 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_that_is_retried(
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == killed.number)
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
     assert f"retry of trial {killed.number}" in done.stdout
+
+
+def test_pruner_curves_break_where_one_seed_ends_and_the_next_begins():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nas_mtl.tuning.plots import _split_by_seed
+
+    _, ax = plt.subplots()
+    ax.plot([0, 1, 2, 3, 4], [5.0, 4.0, 9.0, 8.0, 7.0])
+    _split_by_seed(ax, epochs=2, seeds=(0, 1, 2))
+    x, y = ax.get_lines()[0].get_data()
+    assert [str(v) for v in x] == ["0.0", "1.0", "nan", "2.0", "3.0", "nan", "4.0"]
+    assert [str(v) for v in y] == ["5.0", "4.0", "nan", "9.0", "8.0", "nan", "7.0"]
+    assert [t.get_text() for t in ax.texts] == ["seed 0", "seed 1", "seed 2"]
+    plt.close("all")

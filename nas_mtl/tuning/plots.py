@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import optuna
 import optuna.visualization.matplotlib as ovm
 from matplotlib.axes import Axes
@@ -51,7 +52,7 @@ def write_plots(
         "optimization_history": lambda: _history(study, first, quality),
     }
     if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        figures["intermediate_values"] = lambda: _intermediate(study)
+        figures["intermediate_values"] = lambda: _intermediate(study, plan)
     if len(plan.params) >= 2 and len(complete) >= MIN_TRIALS_IMPORTANCE:
         figures["param_importances"] = lambda: _importances(study, first, quality)
     if plan.multi_objective:
@@ -92,12 +93,14 @@ def _importances(
 LEGEND_ROWS = 14  # trials listed per legend column
 
 
-def _intermediate(study: optuna.Study) -> Axes:
+def _intermediate(study: optuna.Study, plan: TunePlan) -> Axes:
     ax = ovm.plot_intermediate_values(study)
     ax.set_title("Search curves seen by the pruner")
     ax.set_xlabel("search epoch")
     ax.set_ylabel("selection loss (val.)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(plan.seeds) > 1:  # each seed's search runs on the step axis: one segment per seed
+        _split_by_seed(ax, plan.study.search.epochs, plan.seeds)
     legend = ax.get_legend()
     if legend is not None and len(legend.get_texts()) > LEGEND_ROWS:
         # Optuna's one-column legend beside the axes runs off the figure past ~15 trials
@@ -108,6 +111,29 @@ def _intermediate(study: optuna.Study) -> Axes:
             ncol=-(-len(legend.get_texts()) // LEGEND_ROWS),
         )
     return ax
+
+
+def _split_by_seed(ax: Axes, epochs: int, seeds: tuple[int, ...]) -> None:
+    """Break each curve where one seed's search ends and the next begins (step k·epochs), so
+    no line joins two seeds, and mark the seeds on the axis."""
+    for line in list(ax.get_lines()):
+        x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+        cut = np.flatnonzero(np.diff(x // epochs) != 0) + 1
+        if not len(cut):
+            continue
+        line.set_data(np.insert(x, cut, np.nan), np.insert(y, cut, np.nan))
+    for k, seed in enumerate(seeds):
+        if k:
+            ax.axvline(k * epochs, color="0.5", linestyle="--", linewidth=0.8)
+        ax.annotate(
+            f"seed {seed}",
+            xy=((k + 0.02) * epochs, 0.98),
+            xycoords=("data", "axes fraction"),
+            va="top",
+            fontsize=8,
+            color="0.3",
+        )
+    ax.set_xlabel(f"search epoch, the seeds one after another ({epochs} epochs each)")
 
 
 def _pareto(study: optuna.Study, names: list[str], picked: FrozenTrial | None) -> Axes:
