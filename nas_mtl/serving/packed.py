@@ -26,8 +26,9 @@ from torch import Tensor, nn
 
 from nas_mtl.errors import ConfigError, GraphError
 from nas_mtl.model.supernet import Supernet
+from nas_mtl.serving.instances import Trace
 from nas_mtl.serving.planner import Planner
-from nas_mtl.serving.trace import NotPackable, Trace, restrict, trace
+from nas_mtl.serving.trace import NotPackable, restrict, trace
 
 log = logging.getLogger(__name__)
 

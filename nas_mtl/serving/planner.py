@@ -18,86 +18,23 @@ cost per call plus multiply-adds). docs/serving.md, "Packing", has the math and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
-
 import torch
 from torch import Tensor, nn
 
-from nas_mtl.serving.ops import Affine, Flatten, Mix, Segment, SoftmaxMix
-from nas_mtl.serving.trace import Instance, Layer, NotPackable, Trace
-
-CALL_US = 4.0  # one eager PyTorch call on a CPU core: dispatch, allocation, BLAS set-up
-MAC_US = 2.5e-5  # one multiply-add inside a BLAS call (about 40 GMAC/s on one core)
-
-Labels = tuple[Hashable, ...]  # one per stream of a slab
-Loc = tuple[int, int, int]  # (slab, stream, first column)
-
-
-@dataclass
-class _Cost:
-    macs: int = 0  # per example
-    calls: int = 0
-
-    def time(self, batch: int) -> float:
-        return self.calls * CALL_US + self.macs * batch * MAC_US
-
-
-Plan = tuple[_Cost, Callable[[], None]]  # a candidate step: its cost, and how to emit it
-
-
-@dataclass
-class _Item:
-    """One instance's output in a step: where it goes and what it is made of."""
-
-    inst: Instance
-    stream: int
-    width: int
-    act: str
-    bias: Tensor | None
-    col: int = 0
-    terms: list[tuple[Loc, int, float, Tensor | None]] = field(default_factory=list)
-    # terms: (source location, source width, coefficient, matrix; None = identity)
-
-
-def _layout(items: Sequence[_Item], streams: int) -> tuple[int, list[Segment]]:
-    """Columns of a step's output: one segment per activation, padded to the widest stream."""
-    acts = list(dict.fromkeys(it.act for it in items))
-    segments: list[Segment] = []
-    lo = 0
-    for act in acts:
-        used = [0] * streams
-        for it in items:
-            if it.act == act:
-                it.col = lo + used[it.stream]
-                used[it.stream] += it.width
-        hi = lo + max(used)
-        segments.append((lo, hi, act))
-        lo = hi
-    return lo, segments
-
-
-def _aligned(slab: int, w: Tensor) -> tuple[int, str, int, Tensor]:
-    """A term whose output stream s reads stream s of ``slab`` (a one-stream slab is 2-D)."""
-    return (slab, "bmm", 0, w) if w.shape[0] > 1 else (slab, "mm", 0, w[0])
-
-
-def _first_layer(inst: Instance) -> Layer | None:
-    """The component layer the first step takes over: after identity edges, or a bias-only
-    layer after linear edges (the SNR-Trans sub-network)."""
-    if not inst.layers:
-        return None
-    first = inst.layers[0]
-    return first if not inst.linear or first.weight is None else None
-
-
-def _in_width(inst: Instance, widths: dict[int, int]) -> int:
-    if inst.sources:
-        src = inst.sources[0]
-        return int(src.edge.shape[1]) if src.edge is not None else widths[src.instance]
-    if inst.layers and inst.layers[0].weight is not None:
-        return int(inst.layers[0].weight.shape[0])
-    return inst.width
+from nas_mtl.serving.instances import Instance, Trace
+from nas_mtl.serving.layout import (
+    Cost,
+    Item,
+    Labels,
+    Loc,
+    Plan,
+    aligned_term,
+    column_layout,
+    first_layer,
+    in_width,
+)
+from nas_mtl.serving.ops import Affine, Flatten, Mix, SoftmaxMix
+from nas_mtl.serving.trace import NotPackable
 
 
 class Planner:
@@ -175,16 +112,16 @@ class Planner:
             return ("shared",), {i.id: 0 for i in insts}
         return tuple(range(self.tr.n_streams)), {i.id: int(i.stream) for i in insts}
 
-    def _items(self, insts: list[Instance], stream_of: dict[int, int]) -> list[_Item]:
+    def _items(self, insts: list[Instance], stream_of: dict[int, int]) -> list[Item]:
         items = []
         for inst in insts:
-            first = _first_layer(inst)
-            d_in = _in_width(inst, self.width)
+            first = first_layer(inst)
+            d_in = in_width(inst, self.width)
             if first is not None and first.weight is not None:
                 width, matrix = int(first.weight.shape[1]), first.weight
             else:
                 width, matrix = d_in, None
-            it = _Item(
+            it = Item(
                 inst,
                 stream_of[inst.id],
                 width,
@@ -203,10 +140,10 @@ class Planner:
         labels, stream_of = self._out_streams(insts)
         items = self._items(insts, stream_of)
         S = len(labels)
-        F, segments = _layout(items, S)
+        F, segments = column_layout(items, S)
         slabs = list(dict.fromkeys(loc[0] for it in items for loc, *_ in it.terms)) or [0]
         modes: dict[int, tuple[str, int]] = {}
-        cost = _Cost(calls=1 if any(a != "none" for _, _, a in segments) else 0)
+        cost = Cost(calls=1 if any(a != "none" for _, _, a in segments) else 0)
         for slab in slabs:
             mode = self._term_mode(slab, labels, items)
             modes[slab] = mode
@@ -247,7 +184,7 @@ class Planner:
 
         return cost, build
 
-    def _term_mode(self, slab: int, labels: Labels, items: list[_Item]) -> tuple[str, int]:
+    def _term_mode(self, slab: int, labels: Labels, items: list[Item]) -> tuple[str, int]:
         """How the output streams read ``slab``: broadcast, aligned streams, or flattened."""
         have = self.labels[slab]
         if len(have) == 1:
@@ -267,11 +204,11 @@ class Planner:
             self.flat[slab] = self._emit(Flatten(slab), ("flat", slab), width)
         return self.flat[slab]
 
-    def _place(self, items: list[_Item], slab: int, consumed: bool = True) -> None:
+    def _place(self, items: list[Item], slab: int, consumed: bool = True) -> None:
         for it in items:
             self.loc[it.inst.id] = (slab, it.stream, it.col)
             self.width[it.inst.id] = it.width
-            self.done[it.inst.id] = 1 if consumed and _first_layer(it.inst) is not None else 0
+            self.done[it.inst.id] = 1 if consumed and first_layer(it.inst) is not None else 0
 
     # ------------------------------------------------------------------ mix
     def _slots(self, insts: list[Instance]) -> tuple[int, int] | None:
@@ -314,9 +251,9 @@ class Planner:
         K = len(labels)
         stream_of = {inst.id: mix_of[inst.id] for inst in insts}
         items = self._items(insts, stream_of)
-        F, segments = _layout(items, K)
+        F, segments = column_layout(items, K)
         layout = "flat" if len(self.labels[slab]) == 1 else ("stacked" if per == 1 else "general")
-        cost = _Cost(
+        cost = Cost(
             macs=K * n_slots * d + K * d * F,
             calls=2 + (layout == "general") + any(a != "none" for _, _, a in segments),
         )
@@ -335,7 +272,7 @@ class Planner:
                 w[it.stream, :, it.col : it.col + it.width] = first.weight.detach().cpu().float()
                 if first.bias is not None:
                     bias[it.stream, it.col : it.col + it.width] = first.bias.detach().cpu().float()
-            out = self._emit(Affine([_aligned(m_slab, w)], bias, K, F, segments), labels, F)
+            out = self._emit(Affine([aligned_term(m_slab, w)], bias, K, F, segments), labels, F)
             self._place(items, out)
 
         return cost, build
@@ -403,7 +340,7 @@ class Planner:
             first = inst.layers[0] if inst.layers else None
             width = d if first is None or first.weight is None else int(first.weight.shape[1])
             items.append(
-                _Item(
+                Item(
                     inst,
                     stream_of[inst.id],
                     width,
@@ -411,7 +348,7 @@ class Planner:
                     first.bias if first else None,
                 )
             )
-        F, segments = _layout(items, K)
+        F, segments = column_layout(items, K)
         w = torch.zeros(K, d, F)
         bias_out = torch.zeros(K, F)
         for it in items:
@@ -420,7 +357,7 @@ class Planner:
             w[it.stream, :, it.col : it.col + it.width] = m.detach().cpu().float()
             if first is not None and first.bias is not None:
                 bias_out[it.stream, it.col : it.col + it.width] = first.bias.detach().cpu().float()
-        out = self._emit(Affine([_aligned(m_slab, w)], bias_out, K, F, segments), labels, F)
+        out = self._emit(Affine([aligned_term(m_slab, w)], bias_out, K, F, segments), labels, F)
         self._place(items, out, consumed=False)
         for it in items:
             self.done[it.inst.id] = 1 if it.inst.layers else 0
@@ -443,10 +380,10 @@ class Planner:
                 for inst in group:
                     layer = inst.layers[self.done[inst.id]]
                     width = self.width[inst.id] if layer.weight is None else layer.weight.shape[1]
-                    it = _Item(inst, self.loc[inst.id][1], int(width), layer.act, layer.bias)
+                    it = Item(inst, self.loc[inst.id][1], int(width), layer.act, layer.bias)
                     it.terms.append((self.loc[inst.id], self.width[inst.id], 1.0, layer.weight))
                     items.append(it)
-                F, segments = _layout(items, S)
+                F, segments = column_layout(items, S)
                 w = torch.zeros(S, self.widths_[slab], F)
                 bias = torch.zeros(S, F)
                 for it in items:
@@ -455,7 +392,7 @@ class Planner:
                     w[s, c : c + d, it.col : it.col + it.width] = block
                     if it.bias is not None:
                         bias[s, it.col : it.col + it.width] = it.bias.detach().cpu().float()
-                out = self._emit(Affine([_aligned(slab, w)], bias, S, F, segments), labels, F)
+                out = self._emit(Affine([aligned_term(slab, w)], bias, S, F, segments), labels, F)
                 for it in items:
                     self.loc[it.inst.id] = (out, it.stream, it.col)
                     self.width[it.inst.id] = it.width

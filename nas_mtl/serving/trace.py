@@ -13,8 +13,9 @@ step by step (docs/serving.md, "What the packer reads"):
   inputs);
 * a component is *present* on a stream exactly when ``Block.run_components`` computes it
   there (the others are zeros, which contribute nothing to a sum);
-* each present (node, stream) becomes an :class:`Instance`: the sum of its sources (instance,
-  gate value, edge matrix for linear transforms), then the component's layers.
+* each present (node, stream) becomes an :class:`~nas_mtl.serving.instances.Instance`: the
+  sum of its sources (instance, gate value, edge matrix for linear transforms), then the
+  component's layers.
 
 Only the instances some requested head depends on are kept. Image inputs, non-vector
 components and softmax gates on linear edges raise :class:`NotPackable`.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,71 +42,11 @@ from nas_mtl.model.components import (
 from nas_mtl.model.gates import GateContext, SoftmaxGate
 from nas_mtl.model.graph import INPUT
 from nas_mtl.model.supernet import Supernet
+from nas_mtl.serving.instances import Instance, Layer, SoftmaxMixing, Source, Trace
 
 
 class NotPackable(GraphError):
     """The model holds something the packer does not fold; it is served as it is."""
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One step of a component after its inputs are summed: ``y = act(x @ weight + bias)``.
-
-    ``weight`` None is the identity (an SNR-Trans sub-network: bias and activation only).
-    """
-
-    weight: Tensor | None  # (d_in, d_out)
-    bias: Tensor | None  # (d_out,)
-    act: str  # a key of nas_mtl.model.components.ACTIVATIONS
-
-
-@dataclass(frozen=True)
-class Source:
-    """One term of an instance's input sum: ``coef · (value(instance) @ edge)``."""
-
-    instance: int
-    coef: float
-    edge: Tensor | None  # (d_src, d_in) for linear transforms; None: identity
-
-
-@dataclass(frozen=True)
-class SoftmaxMixing:
-    """An MMoE/OMoE destination: coefficients ``softmax(x W^T + b + neg) · mask`` over J sources."""
-
-    weight: Tensor  # (J, input_dim): this destination's rows of the gate network
-    bias: Tensor  # (J,)
-    neg: Tensor  # (J,): 0 for an edge, -inf for none
-    mask: Tensor  # (J,): 1 for an edge
-    sources: tuple[int | None, ...]  # the instance read through edge j (None: a zero stream)
-    x_instance: int  # the input instance the gate network reads
-
-
-@dataclass
-class Instance:
-    """A node's value on one stream (``stream`` None: one value for every stream)."""
-
-    id: int
-    node: str
-    stream: int | None
-    block: int  # -1 for the input
-    width: int  # output width
-    sources: list[Source] = field(default_factory=list)
-    softmax: SoftmaxMixing | None = None
-    linear: bool = False  # the sources reach it through linear edge transforms
-    layers: list[Layer] = field(default_factory=list)
-    task: str | None = None  # heads: the task whose output this is
-
-
-@dataclass
-class Trace:
-    """The instances (input first, then in block order) and which one is each task's output."""
-
-    instances: list[Instance]
-    outputs: dict[str, int]  # task -> head instance
-    inputs: list[int]  # the input instance of each input stream
-    tasks: tuple[str, ...]
-    n_streams: int  # P: streams after a task-scoped gate (the requested tasks)
-    input_dim: int
 
 
 def act_name(module: nn.Module) -> str:

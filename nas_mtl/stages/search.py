@@ -49,12 +49,8 @@ from nas_mtl.stages.derive import (
 )
 from nas_mtl.stages.diagnostics import UNDECIDED, between, search_warnings, single_path
 from nas_mtl.stages.evaluation import Evaluation
-from nas_mtl.stages.training import (
-    EpochVerdict,
-    TrainingHooks,
-    train,
-    train_config,
-)
+from nas_mtl.stages.training import train, train_config
+from nas_mtl.stages.training_hooks import EpochVerdict, TrainingHooks
 from nas_mtl.study import SearchConfig
 
 log = logging.getLogger(__name__)

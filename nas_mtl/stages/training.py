@@ -3,6 +3,8 @@
 Kept in one place so the search loop and the retrain loop cannot drift apart in how they feed
 data or score a model. The step loop never waits for the device: losses are summed on it and
 read once per epoch, where the finiteness check runs too (``docs/speed.md``, "Host syncs").
+What a stage adds to the loop (the search's architecture step) comes in through
+:mod:`nas_mtl.stages.training_hooks`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
+from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import ConfigError, TrainingError
 from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages import distributed
@@ -44,6 +46,7 @@ from nas_mtl.stages.evaluation import (
     task_losses,
     weighted_loss,
 )
+from nas_mtl.stages.training_hooks import EpochVerdict, TrainingHooks
 from nas_mtl.storage import append_jsonl
 
 log = logging.getLogger(__name__)
@@ -158,73 +161,6 @@ def train_config(stage: Any, **fields: Any) -> TrainConfig:
     differ, and the caller gives those.
     """
     return TrainConfig(**{f: getattr(stage, f) for f in _SHARED_FIELDS}, **fields)
-
-
-@dataclass(frozen=True)
-class EpochVerdict:
-    """How an epoch counts for selection: its objective, whether it may be chosen, log fields."""
-
-    objective: float
-    eligible: bool = True
-    record: Mapping[str, Any] = field(default_factory=dict)
-    may_stop: bool = True  # False: early stopping waits (a search still annealing its gates)
-
-
-class TrainingHooks:
-    """What a training loop adds beyond fitting weights; the search's architecture step.
-
-    The base class does nothing, which is plain training (retrain): every epoch is eligible
-    and selected on its weighted validation loss.
-    """
-
-    def parameters_excluded(self) -> list[nn.Parameter]:
-        """Parameters the weight optimizer must not touch (the gate variables)."""
-        return []
-
-    def start_epoch(self, net: nn.Module, epoch: int, steps_per_epoch: int) -> None:
-        """Called before an epoch's first step."""
-
-    def before_step(self, net: nn.Module, step: int) -> None:
-        """Called before each forward pass (schedules)."""
-
-    def inspect_batch(
-        self, net: nn.Module, step: int, task_losses: Callable[[], dict[str, Tensor]]
-    ) -> None:
-        """Called after :meth:`before_step`, before the step's forward pass.
-
-        ``task_losses()`` scores this step's batch per task with the current weights: a probe
-        (the search's gradient affinity) reads the batch the step trains on. A hook that
-        uses it must leave weights, optimizers and the RNG stream as it found them.
-        """
-
-    def extra_loss(self, net: nn.Module) -> Tensor | None:
-        """Added to the loss that the weight step differentiates; None for nothing."""
-        return None
-
-    def zero_grad(self) -> None:
-        """Clear the hook's own gradients before the backward pass."""
-
-    def after_step(self, net: nn.Module, batch_loss: Callable[[Any], Tensor]) -> None:
-        """Called after the weight step; ``batch_loss(batch)`` scores another batch."""
-
-    def training_split(
-        self, split: SharedSplit | PerTaskSplit, gen: torch.Generator
-    ) -> SharedSplit | PerTaskSplit:
-        """The rows the weights train on (alternating search keeps half for the gates)."""
-        return split
-
-    def end_epoch(
-        self, net: nn.Module, ev: Evaluation, device: torch.device
-    ) -> EpochVerdict | None:
-        """How the epoch counts for selection; None: its weighted validation loss."""
-        return None
-
-    def state(self) -> dict[str, Any]:
-        """Optimizer and controller states for checkpoints."""
-        return {}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state` saved (resuming from a checkpoint)."""
 
 
 def train(
