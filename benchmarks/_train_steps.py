@@ -4,24 +4,21 @@ A step here is the body of ``nas_mtl.stages.training.train`` for one batch, writ
 benchmark can time steps without the epoch's evaluation: the search's
 :class:`~nas_mtl.stages.search.ArchitectureStep` hooks (schedule, penalties, multiplier, gate
 optimizer) around forward, per-task losses, backward and Adam, as the loop calls them. Host
-syncs, in contrast, are counted on the real loop (:func:`cuda_syncs`, :func:`per_step`). The
+syncs, in contrast, are counted on the real loop (``nas_mtl.stages.sync_count.cuda_syncs``,
+:func:`per_step`). The
 command line, settings and JSON file are ``_common``'s. Not a benchmark (underscore).
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from nas_mtl.data import MultiTaskData
 from nas_mtl.model.supernet import Supernet
-from nas_mtl.stages import training
 from nas_mtl.stages.batches import place_split, train_batches
 from nas_mtl.stages.evaluation import autocast, task_losses, weighted_loss
 from nas_mtl.stages.search import ArchitectureStep
@@ -119,34 +116,6 @@ def steps_per_second(
         step(x, y)  # type: ignore[arg-type]
     sync()
     return n / (time.perf_counter() - t0)
-
-
-@contextlib.contextmanager
-def cuda_syncs() -> Iterator[list[int]]:
-    """Count the host's waits for the GPU: ``torch.cuda.set_sync_debug_mode("warn")`` warns
-    once per synchronizing call. Validation and the epoch's verdict (``training._judge``) are
-    left out: they read results once per epoch by design (``docs/speed.md``)."""
-    count = [0]
-    judge = training._judge
-
-    def judged(*args: Any, **kwargs: Any) -> Any:
-        torch.cuda.set_sync_debug_mode("default")
-        try:
-            return judge(*args, **kwargs)
-        finally:
-            torch.cuda.set_sync_debug_mode("warn")
-
-    torch.cuda.synchronize()
-    training._judge = judged
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            yield count
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-            training._judge = judge
-            count[0] = sum("synchroniz" in str(w.message) for w in caught)
 
 
 def per_step(run: Callable[[int, int], int], epochs: int, steps: int) -> float:

@@ -48,7 +48,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median, mode_of, out_dir, parser, settings, table, write_result  # noqa: E402
 from _train_steps import (  # noqa: E402
     batch_stream,
-    cuda_syncs,
     per_step,
     plain_step,
     search_step,
@@ -63,6 +62,7 @@ from nas_mtl.stages.derive import derive  # noqa: E402
 from nas_mtl.stages.evaluation import configure_device  # noqa: E402
 from nas_mtl.stages.retrain import retrain  # noqa: E402
 from nas_mtl.stages.search import search  # noqa: E402
+from nas_mtl.stages.sync_count import cuda_syncs  # noqa: E402
 from nas_mtl.study import RetrainConfig, SearchConfig  # noqa: E402
 from nas_mtl.tasks import TaskSpec  # noqa: E402
 

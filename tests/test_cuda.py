@@ -3,10 +3,8 @@ step (docs/speed.md); skipped where there is no GPU."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,11 +14,11 @@ from nas_mtl.data import load_dataset
 from nas_mtl.errors import ConfigError
 from nas_mtl.model.spaces import build_space
 from nas_mtl.model.supernet import Supernet
-from nas_mtl.stages import training
 from nas_mtl.stages.derive import derive
 from nas_mtl.stages.evaluation import resolve_device
 from nas_mtl.stages.retrain import retrain
 from nas_mtl.stages.search import search
+from nas_mtl.stages.sync_count import cuda_syncs
 from nas_mtl.study import RetrainConfig, SearchConfig
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -48,33 +46,6 @@ def test_retrain_on_cuda_with_mixed_precision():
     assert next(result.fit.model.parameters()).is_cuda
     for metrics in result.test.metrics.values():
         assert torch.isfinite(torch.tensor(metrics["mse"]))
-
-
-@contextlib.contextmanager
-def cuda_syncs() -> Iterator[list[int]]:
-    """The host's waits for the GPU, counted by ``set_sync_debug_mode("warn")``; validation
-    and the epoch's verdict (``training._judge``, once per epoch) are left out."""
-    count = [0]
-    judge = training._judge
-
-    def judged(*args: Any, **kwargs: Any) -> Any:
-        torch.cuda.set_sync_debug_mode("default")
-        try:
-            return judge(*args, **kwargs)
-        finally:
-            torch.cuda.set_sync_debug_mode("warn")
-
-    torch.cuda.synchronize()
-    training._judge = judged
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            yield count
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-            training._judge = judge
-    count[0] = sum("synchroniz" in str(w.message) for w in caught)
 
 
 def _syncs_per_step(run: Callable[[int], None], steps: int = 4) -> float:
