@@ -34,12 +34,10 @@ import os
 # Idle OpenMP workers must sleep rather than spin (set before torch loads its OpenMP runtime).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -55,7 +53,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))  # run from anywhere
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import write_json_atomic  # noqa: E402
+from _common import mode_of, out_dir, parser, write_json_atomic  # noqa: E402
 
 from nas_mtl.model.cost import graph_costs  # noqa: E402
 from nas_mtl.model.graph import INPUT, in_shape, node_layers, validate  # noqa: E402
@@ -300,21 +298,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    size = ap.add_mutually_exclusive_group()
-    size.add_argument("--smoke", action="store_true", help="toy sizes, seconds (CI)")
-    size.add_argument("--quick", action="store_true", help="two rates, three repeats")
-    ap.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="folder for serving_speed.json (default benchmarks/results; --smoke: a temp dir)",
-    )
-    args = ap.parse_args(argv)
-    mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
-    out = args.out
-    if out is None:  # a smoke run checks the script; it never replaces the real results
-        out = Path(tempfile.mkdtemp(prefix="serving_speed_")) if args.smoke else RESULTS
+    args = parser(__doc__).parse_args(argv)
+    mode = MODES[mode_of(args)]
+    out = out_dir(args)  # a smoke run checks the script; it never replaces the real results
     start = time.perf_counter()
     result = run(mode)
     settings = {

@@ -24,7 +24,7 @@ components and softmax gates on linear edges raise :class:`NotPackable`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -258,18 +258,7 @@ class _Tracer:
 
     def _prune(self) -> Trace:
         """Keep the instances some requested head depends on, renumbered in order."""
-        needed: set[int] = set(self.inputs)
-        stack = list(self.outputs.values())
-        while stack:
-            i = stack.pop()
-            if i in needed:
-                continue
-            needed.add(i)
-            inst = self.instances[i]
-            stack.extend(src.instance for src in inst.sources)
-            if inst.softmax is not None:
-                stack.extend(u for u in inst.softmax.sources if u is not None)
-                stack.append(inst.softmax.x_instance)
+        needed = set(self.inputs) | depends_on(self.instances, self.outputs.values())
         new_id = {old: k for k, old in enumerate(sorted(needed))}
         kept = []
         for old in sorted(needed):
@@ -319,6 +308,23 @@ def trace(
         net.train(was_training)
 
 
+def depends_on(instances: Sequence[Instance], roots: Iterable[int]) -> set[int]:
+    """``roots`` and every instance they read, directly or not (sources, softmax mixing)."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        inst = instances[i]
+        stack.extend(src.instance for src in inst.sources)
+        if inst.softmax is not None:
+            stack.extend(u for u in inst.softmax.sources if u is not None)
+            stack.append(inst.softmax.x_instance)
+    return seen
+
+
 def restrict(tr: Trace, stream: int) -> Trace:
     """One stream of a per-task-input trace as a single-stream trace of its task alone.
 
@@ -326,18 +332,7 @@ def restrict(tr: Trace, stream: int) -> Trace:
     the instances of that stream (and those computed once) are relabelled as computed once.
     """
     task = tr.tasks[stream]
-    keep: set[int] = set()
-    stack = [tr.outputs[task]]
-    while stack:
-        i = stack.pop()
-        if i in keep:
-            continue
-        keep.add(i)
-        inst = tr.instances[i]
-        stack.extend(s.instance for s in inst.sources)
-        if inst.softmax is not None:
-            stack.extend(u for u in inst.softmax.sources if u is not None)
-            stack.append(inst.softmax.x_instance)
+    keep = depends_on(tr.instances, [tr.outputs[task]])
     x = tr.inputs[stream if len(tr.inputs) > 1 else 0]
     keep.add(x)
     new_id = {old: k for k, old in enumerate(sorted(keep))}
