@@ -218,3 +218,31 @@ def test_component_registry_has_image_kinds():
         "identity",
     ):
         assert kind in COMPONENTS
+
+
+def test_source_runs_gather_as_columns_do():
+    """A pruned model reads its sources as runs of consecutive columns: same outputs and
+    gradients as one slice per column, with fewer slices (each costs a zero fill in backward)."""
+    from nas_mtl.stages.derive import derive, sampled_decisions
+    from nas_mtl.stages.retrain import build_model
+
+    torch.manual_seed(0)
+    tasks = {"a": 1, "b": 1, "c": 1}
+    net = Supernet(build_space("gumbel_matrix", (6,), tasks, width=4))
+    arch = derive(net, sampled_decisions(net, torch.Generator().manual_seed(1), 0.5))
+    model = build_model(arch, seed=0)
+    runs = model._src_plan
+    columns = [[(p, k, k + 1) for p, lo, hi in plan for k in range(lo, hi)] for plan in runs]
+    assert sum(map(len, runs)) < sum(map(len, columns))
+    x = torch.randn(5, 6)
+    grads = []
+    for plan in (runs, columns):
+        model._src_plan = plan
+        model.zero_grad()
+        out = model(x)
+        sum(o.sum() for o in out.values()).backward()
+        grads.append((out, [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    for t in tasks:
+        torch.testing.assert_close(grads[0][0][t], grads[1][0][t])
+    for g0, g1 in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(g0, g1)

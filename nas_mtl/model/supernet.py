@@ -35,6 +35,22 @@ from nas_mtl.model.index_cache import IndexCache
 from nas_mtl.model.schedules import SchedulePosition
 
 
+def _runs(plan: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(group, column) pairs as (group, first, end) runs of consecutive columns.
+
+    Each run is one slice of its group's output; in backward every slice allocates and fills
+    a zero tensor of the group's full size, so one slice per run rather than per column
+    keeps a pruned model's gather cheap (``docs/speed.md``).
+    """
+    runs: list[tuple[int, int, int]] = []
+    for p, k in plan:
+        if runs and runs[-1][0] == p != -1 and runs[-1][2] == k:
+            runs[-1] = (p, runs[-1][1], k + 1)
+        else:
+            runs.append((p, k, k + 1))
+    return runs
+
+
 class Supernet(nn.Module):
     """A routing graph as a module: ``forward(x, tasks) -> {task: output (B, out_dim)}``.
 
@@ -104,7 +120,7 @@ class Supernet(nn.Module):
         """
         loc: dict[str, tuple[int, int]] = {INPUT: (-1, 0)}
         sizes: list[int] = []
-        self._src_plan: list[list[tuple[int, int]]] = []
+        self._src_plan: list[list[tuple[int, int, int]]] = []
         self._src_whole: list[int | None] = []
         for block in self.blocks:
             plan = [loc[u] for u in block.src]
@@ -114,7 +130,7 @@ class Supernet(nn.Module):
                 p = producers.pop()
                 if p == -1 or [k for _, k in plan] == list(range(sizes[p])):
                     whole = p
-            self._src_plan.append(plan)
+            self._src_plan.append(_runs(plan))
             self._src_whole.append(whole)
             if not block.is_head:
                 for grp in block.groups:
@@ -150,7 +166,9 @@ class Supernet(nn.Module):
             if whole is not None:
                 U = inp if whole == -1 else outs[whole]
             else:
-                parts = [inp if p == -1 else outs[p][:, :, k : k + 1] for p, k in self._src_plan[b]]
+                parts = [
+                    inp if p == -1 else outs[p][:, :, lo:hi] for p, lo, hi in self._src_plan[b]
+                ]
                 S = max(t.shape[0] for t in parts)
                 U = torch.cat([t.expand(S, *t.shape[1:]) for t in parts], dim=2)
             G = block.gate(ctx)
