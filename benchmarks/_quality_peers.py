@@ -7,6 +7,7 @@ scored by its metrics; one JSON file per (data variant, peer, seed). Not a bench
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import traceback
@@ -23,7 +24,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # noqa: E402
 import peers as peer_lib  # noqa: E402
-from _quality_tables import PEER_CODE, PEERS, PLE_LEVELS, PLE_SHARED, PLE_TASK, Table  # noqa: E402
+from _quality_tables import Table  # noqa: E402
+
+PEER_CODE = re.compile(r"deepctr_torch|LibMTL")  # where a peer's error is reported from
+# (library, model): the peers of the tabular tables (benchmarks/peers.py imports them)
+PEERS = (
+    ("deepctr-torch", "MMOE"),
+    ("deepctr-torch", "SharedBottom"),
+    ("deepctr-torch", "PLE"),
+    ("LibMTL", "MMoE"),
+    ("LibMTL", "CGC"),
+    ("LibMTL", "PLE"),
+)
+# PLE / CGC: shared experts and experts per task, levels (as benchmarks/peers.py)
+PLE_SHARED, PLE_TASK, PLE_LEVELS = (
+    peer_lib.SHARED_EXPERTS,
+    peer_lib.TASK_EXPERTS,
+    peer_lib.PLE_LEVELS,
+)
+
 
 from nas_mtl.data import MultiTaskData  # noqa: E402
 from nas_mtl.results import judge  # noqa: E402

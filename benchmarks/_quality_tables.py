@@ -6,7 +6,6 @@ compared with and how our run differs from the papers' settings. Not a benchmark
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,32 +15,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import peers as peer_lib  # noqa: E402
-
 from nas_mtl.data import GUMBEL_MATRIX_ALPHABETS  # noqa: E402
 
 THREADS = 2
-PEER_CODE = re.compile(r"deepctr_torch|LibMTL")  # where a peer's error is reported from
 SEEDS = (0, 1, 2)
 TABULAR = ("no_sharing", "shared_bottom", "mmoe", "snr_trans", "snr_aver", "gumbel_matrix")
 IMAGE = ("no_sharing", "shared_bottom", "gumbel_matrix")  # the spaces with image layers
 SEARCHED = ("snr_trans", "snr_aver", "gumbel_matrix")
-# (library, model): the peers of the tabular tables (benchmarks/peers.py imports them)
-PEERS = (
-    ("deepctr-torch", "MMOE"),
-    ("deepctr-torch", "SharedBottom"),
-    ("deepctr-torch", "PLE"),
-    ("LibMTL", "MMoE"),
-    ("LibMTL", "CGC"),
-    ("LibMTL", "PLE"),
-)
-# PLE / CGC: shared experts and experts per task, levels (as benchmarks/peers.py)
-PLE_SHARED, PLE_TASK, PLE_LEVELS = (
-    peer_lib.SHARED_EXPERTS,
-    peer_lib.TASK_EXPERTS,
-    peer_lib.PLE_LEVELS,
-)
-
 # The papers' figures on record in the project: shared/data/README.md (and studies/*.toml).
 MA_2018 = "Ma et al., KDD 2018, §5.2 (as quoted in shared/data/README.md)"
 MAZIARZ_2019 = "Maziarz et al. 2019, Omniglot (as quoted in shared/data/README.md)"

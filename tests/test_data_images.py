@@ -225,6 +225,18 @@ def test_domain_clusters_subset(data_dir: Path) -> None:
         load_dataset("domain_clusters", data_dir=data_dir, per_domain=11)
 
 
+def test_domain_clusters_first_draws_another_task_set(data_dir: Path) -> None:
+    data = load_dataset("domain_clusters", data_dir=data_dir, per_domain=2, first=3, n_per_task=200)
+    assert data.task_names == (
+        *("mnist-no3", "mnist-no4", "fashion-no3", "fashion-no4"),
+        *("omniglot-Tibetan", "omniglot-Old_Church_Slavonic_(Cyrillic)"),
+    )
+    y = data.train.y[0]
+    assert int(y.max()) == 8 and int(y.min()) == 0  # without class 3, renumbered
+    with pytest.raises(ConfigError, match="first \\+ per_domain must be at most 10"):
+        load_dataset("domain_clusters", data_dir=data_dir, per_domain=3, first=8)
+
+
 @pytest.mark.parametrize(
     ("name", "missing"),
     [

@@ -167,13 +167,13 @@ def _leave_one_out(
     images: Sequence[np.ndarray],
     labels: np.ndarray,
     codes: np.ndarray,
-    per_domain: int,
+    classes: range,
     n_per_task: int | None,
     rng: np.random.Generator,
 ) -> tuple[list[TaskSpec], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Tasks ``{domain}-no{k}``: all images but class k; ``images`` are parts in label order."""
     specs, xs, ys, splits = [], [], [], []
-    for k in range(per_domain):
+    for k in classes:
         rows = np.flatnonzero(labels != k)
         rows = rows[_subset(rng, rows.size, n_per_task)]
         y = labels[rows]
@@ -192,15 +192,18 @@ def domain_clusters(
     data_dir: str | Path | None = None,
     seed: int = 0,
     per_domain: int = 3,
+    first: int = 0,
     image_size: int = 28,
     n_per_task: int | None = None,
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
 ) -> MultiTaskData:
     """``per_domain`` tasks from each of MNIST, Fashion-MNIST and Omniglot (per-task inputs).
 
-    Tasks, in this order: ``mnist-no{k}`` and ``fashion-no{k}`` for ``k < per_domain`` (the
-    9-class problem without class k, labels renumbered 0..8), then ``omniglot-{alphabet}`` for
-    the first ``per_domain`` Gumbel-Matrix alphabets. :func:`domain_of` maps a task to its domain.
+    Tasks, in this order: ``mnist-no{k}`` and ``fashion-no{k}`` for ``first <= k < first +
+    per_domain`` (the 9-class problem without class k, labels renumbered 0..8), then
+    ``omniglot-{alphabet}`` for the Gumbel-Matrix alphabets ``first .. first + per_domain - 1``.
+    :func:`domain_of` maps a task to its domain. ``first`` draws another task set from the
+    same three domains (a held-out check of a method tuned on ``first = 0``).
 
     Splits keep every image in one split for all tasks of its domain: MNIST's 10,000 digits are
     split by ``split_fractions``; Fashion-MNIST's official test set is the test split and its
@@ -209,16 +212,24 @@ def domain_clusters(
 
     Args:
         per_domain: tasks per domain (1..10).
+        first: the first left-out class and alphabet (``first + per_domain <= 10``).
         image_size: side of the square images (28 = MNIST's own size).
         n_per_task: keep a seeded subset of at most this many examples per task.
         split_fractions: train/val/test fractions (see above).
     """
     check_int("domain_clusters", "per_domain", per_domain, minimum=1)
+    check_int("domain_clusters", "first", first, minimum=0)
     if per_domain > 10:
         raise ConfigError(
             f"data set 'domain_clusters': per_domain must be at most 10 (MNIST has 10 classes), "
             f"got per_domain={per_domain}"
         )
+    if first + per_domain > 10:
+        raise ConfigError(
+            f"data set 'domain_clusters': first + per_domain must be at most 10 (MNIST has 10 "
+            f"classes), got first={first}, per_domain={per_domain}"
+        )
+    classes = range(first, first + per_domain)
     check_int("domain_clusters", "image_size", image_size, minimum=1)
     check_int("domain_clusters", "n_per_task", n_per_task, minimum=1, optional=True)
     f_train, f_val, f_test = check_fractions(split_fractions)
@@ -226,7 +237,7 @@ def domain_clusters(
 
     mnist_x, mnist_y = load_mnist(data_dir, image_size)
     mnist_codes = random_split(mnist_y.size, (f_train, f_val, f_test), seed=[seed, 1])
-    parts = [_leave_one_out("mnist", [mnist_x], mnist_y, mnist_codes, per_domain, n_per_task, rng)]
+    parts = [_leave_one_out("mnist", [mnist_x], mnist_y, mnist_codes, classes, n_per_task, rng)]
 
     train_x, train_y = load_fashion_mnist(data_dir, image_size, "train")
     test_x, test_y = load_fashion_mnist(data_dir, image_size, "test")
@@ -240,12 +251,12 @@ def domain_clusters(
     fashion_y = np.concatenate([train_y, test_y])
     parts.append(
         _leave_one_out(
-            "fashion", [train_x, test_x], fashion_y, fashion_codes, per_domain, n_per_task, rng
+            "fashion", [train_x, test_x], fashion_y, fashion_codes, classes, n_per_task, rng
         )
     )
 
     specs, xs, ys, codes = omniglot_task_arrays(
-        GUMBEL_MATRIX_ALPHABETS[:per_domain],
+        GUMBEL_MATRIX_ALPHABETS[first : first + per_domain],
         image_size=image_size,
         data_dir=data_dir,
         seed=seed,
