@@ -308,7 +308,7 @@ def statement(
         same = next((r for r in ours if r["model"] == p.space and r["status"] == "ok"), None)
         parts = []
         for name, row in (("our best", top), ("our", same)):
-            if row is None or (row is same and same is top):
+            if row is None or (name == "our" and row is top):  # our best is the paper's family
                 continue
             mine = [row["mean"]["mean"] if k == "mean" else row["tasks"][k]["mean"] for k in keys]
             if any(m is None for m in mine):

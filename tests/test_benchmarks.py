@@ -168,3 +168,37 @@ def test_run_all_smoke_writes_the_contract_json(tmp_path):
     assert (tmp_path / "scaling.png").stat().st_size > 0
     peers = json.loads((tmp_path / "peers.json").read_text())
     assert {r["library"] for r in peers["rows"]} == {"nas-mtl", "deepctr-torch", "LibMTL"}
+
+
+def test_quality_statement_compares_our_best_with_the_paper():
+    """The sentence under a quality table names our best model and its gap to each figure,
+    also when our best is the paper's own family (it was left empty then)."""
+    sys.path.insert(0, str(BENCH))
+    quality = importlib.import_module("quality")
+    tables = importlib.import_module("_quality_tables")
+    paper = tables.Paper("MMoE", "mmoe", "best", {"a": 0.94, "b": 0.99}, "a paper")
+    table = tables.Table("t", "title", {}, papers=(paper,), differences=("fewer epochs",))
+
+    def row(model: str, a: float, b: float) -> dict[str, Any]:
+        stat = {"mean": (a + b) / 2}
+        tasks = {"a": {"mean": a}, "b": {"mean": b}}
+        return {
+            "library": "nas-mtl",
+            "model": model,
+            "status": "ok",
+            "seeds": [0],
+            "mean": stat,
+            "tasks": tasks,
+            "variant": {},
+        }
+
+    best_is_family = quality.statement(
+        table, [row("mmoe", 0.95, 0.99), row("no_sharing", 0.93, 0.98)], ["a", "b"], "auc", True
+    )
+    assert "our best mmoe 0.9500 / 0.9900 (+0.0100 / +0.0000)" in best_is_family
+    assert "at or above every paper figure" in best_is_family
+    other = quality.statement(
+        table, [row("mmoe", 0.93, 0.99), row("no_sharing", 0.935, 0.995)], ["a", "b"], "auc", True
+    )
+    assert "our best no_sharing 0.9350 / 0.9950" in other and "our mmoe 0.9300 / 0.9900" in other
+    assert "below the paper on a (best)" in other
