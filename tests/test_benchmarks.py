@@ -202,3 +202,10 @@ def test_quality_statement_compares_our_best_with_the_paper():
     )
     assert "our best no_sharing 0.9350 / 0.9950" in other and "our mmoe 0.9300 / 0.9900" in other
     assert "below the paper on a (best)" in other
+
+
+def test_the_quality_tables_get_their_own_full_mode_budget():
+    assert run_all.script_timeout("quality", "full") == 7800
+    assert run_all.script_timeout("quality", "quick") == run_all.TIMEOUT_S["quick"]
+    assert run_all.script_timeout("peers", "full") == run_all.TIMEOUT_S["full"]
+    assert run_all.script_timeout("quality", "full", given=60) == 60
