@@ -59,7 +59,6 @@ import os
 # Idle OpenMP workers must sleep rather than spin (set before torch loads its OpenMP runtime).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import hashlib  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
@@ -92,7 +91,7 @@ from _quality_tables import (  # noqa: E402
 from nas_mtl.metrics import delta_m  # noqa: E402
 from nas_mtl.pipeline import run_study  # noqa: E402
 from nas_mtl.results import RunResult  # noqa: E402
-from nas_mtl.rundir import STUDY_COPY, variant_label  # noqa: E402
+from nas_mtl.rundir import holds_other_version, variant_label  # noqa: E402
 from nas_mtl.storage import read_json, strict_json, write_bytes_atomic  # noqa: E402
 from nas_mtl.study import Study, load_study  # noqa: E402
 
@@ -120,8 +119,7 @@ def run_table(
     t0 = time.perf_counter()
     st = write_study(table, folder)
     out = folder / "run"
-    previous = out / STUDY_COPY
-    changed = previous.exists() and hashlib.sha256(previous.read_bytes()).hexdigest() != st.sha256
+    changed = holds_other_version(out, st)
     if changed:  # an older version of this table: its runs answer another question
         print(f"  {table.key}: the study changed since the last run; rerunning it", flush=True)
     chosen = list(seeds) if seeds is not None else list(st.seeds)

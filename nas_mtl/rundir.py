@@ -192,6 +192,12 @@ def clean_stale_temp_files(out: Path) -> int:
     return len(stale)
 
 
+def holds_other_version(out: Path, study: Study) -> bool:
+    """OUT's study copy is not this study file (another version of it was run there)."""
+    previous = out / STUDY_COPY
+    return previous.exists() and hashlib.sha256(previous.read_bytes()).hexdigest() != study.sha256
+
+
 def prepare_out(study: Study, out: Path, overwrite: bool = False) -> None:
     """Create or reuse OUT with a copy of the study.
 
@@ -207,14 +213,11 @@ def prepare_out(study: Study, out: Path, overwrite: bool = False) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create --out {out}: {e.strerror}") from None
-    previous = out / STUDY_COPY
-    if previous.exists() and any(out.glob("*/*/seed_*/result.json")):
-        sha = hashlib.sha256(previous.read_bytes()).hexdigest()
-        if sha != study.sha256:
-            raise ConfigError(
-                f"{out} holds finished results of a different version of the study; "
-                f"choose another --out, or add --overwrite to replace them"
-            )
+    if holds_other_version(out, study) and any(out.glob("*/*/seed_*/result.json")):
+        raise ConfigError(
+            f"{out} holds finished results of a different version of the study; "
+            f"choose another --out, or add --overwrite to replace them"
+        )
     write_json_atomic(out / OUT_MARKER, {"tool": "nas-mtl", "study": study.name})
     clean_stale_temp_files(out)
     if study.path is not None:
