@@ -218,19 +218,19 @@ def run(mode: Mode) -> dict[str, Any]:
             shape = kept_widths(a["arch"])
             hand = HandWritten(*shape).eval()
             for batch in mode.batches:
-                packed = pack(a["pruned"], batch_hint=batch).eval()
                 x = torch.randn(batch, mode.input_dim)
-                with torch.inference_mode():  # equal outputs before timing anything
-                    ref, got = a["pruned"](x), packed(x)
-                    err = max(float((ref[t] - got[t]).abs().max()) for t in ref)
-                cases = {
-                    "packed": lambda m=packed, x=x: m(x),
-                    "handwritten": lambda m=hand, x=x: m(x),
-                    "pruned_supernet": lambda m=a["pruned"], x=x: m(x),
-                    "full_supernet": lambda m=a["supernet"], x=x: m(x),
-                }
                 for threads in mode.threads:
-                    torch.set_num_threads(threads)
+                    torch.set_num_threads(threads)  # before pack: the planner plans for it
+                    packed = pack(a["pruned"], batch_hint=batch).eval()
+                    with torch.inference_mode():  # equal outputs before timing anything
+                        ref, got = a["pruned"](x), packed(x)
+                        err = max(float((ref[t] - got[t]).abs().max()) for t in ref)
+                    cases = {
+                        "packed": lambda m=packed, x=x: m(x),
+                        "handwritten": lambda m=hand, x=x: m(x),
+                        "pruned_supernet": lambda m=a["pruned"], x=x: m(x),
+                        "full_supernet": lambda m=a["supernet"], x=x: m(x),
+                    }
                     runs: dict[str, list[float]] = {k: [] for k in cases}
                     with torch.inference_mode():
                         for r in range(mode.repeats):

@@ -23,6 +23,7 @@ from nas_mtl.model.spaces import available_spaces, build_space, load_space
 from nas_mtl.model.supernet import Supernet
 from nas_mtl.serving import NotPackable, PackedModel, ServedAsIs, pack, serving_model
 from nas_mtl.serving.export import export_program
+from nas_mtl.serving.layout import WAKE_US, Cost
 from nas_mtl.serving.preprocessing import read_preprocessing, write_preprocessing
 from nas_mtl.stages.checkpoint import save_atomic
 from nas_mtl.stages.derive import derive, sampled_decisions
@@ -116,6 +117,28 @@ def test_batch_hint_changes_the_layout_not_the_outputs():
         _assert_same(small(x), large(x))
     with pytest.raises(Exception, match="batch_hint must be an integer >= 1"):
         pack(model, batch_hint=0)
+
+
+def test_planner_counts_a_thread_wake_up_per_batched_matmul():
+    """Under 2 threads ATen splits a batched matmul over sleeping workers (~10 µs to wake
+    them), so at batch 1 the one-call fold beats the mix's two batched calls; one thread
+    keeps the mix. Outputs are the same either way."""
+    assert Cost(macs=10, calls=2, batched=2).time(1, 2) - Cost(macs=10, calls=2, batched=2).time(
+        1, 1
+    ) == pytest.approx(2 * WAKE_US)
+    model = _derived("gumbel_matrix", 0, 0.7)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = pack(model, batch_hint=1)
+        torch.set_num_threads(2)
+        two = pack(model, batch_hint=1)
+    finally:
+        torch.set_num_threads(before)
+    assert "block 1: mix" in one.choices and "block 1: fold" in two.choices
+    x = torch.randn(3, 10)
+    with torch.no_grad():
+        _assert_same(one(x), two(x))
 
 
 def test_all_open_snr_trans_is_one_dense_matmul_per_layer():

@@ -20,6 +20,7 @@ from nas_mtl.serving.ops import Segment
 
 CALL_US = 4.0  # one eager PyTorch call on a CPU core: dispatch, allocation, BLAS set-up
 MAC_US = 2.5e-5  # one multiply-add inside a BLAS call (about 40 GMAC/s on one core)
+WAKE_US = 10.0  # a batched matmul under > 1 thread: ATen splits it over the sleeping workers
 
 Labels = tuple[Hashable, ...]  # one per stream of a slab
 Loc = tuple[int, int, int]  # (slab, stream, first column)
@@ -29,9 +30,11 @@ Loc = tuple[int, int, int]  # (slab, stream, first column)
 class Cost:
     macs: int = 0  # per example
     calls: int = 0
+    batched: int = 0  # calls that are batched matmuls over streams (bmm, baddbmm)
 
-    def time(self, batch: int) -> float:
-        return self.calls * CALL_US + self.macs * batch * MAC_US
+    def time(self, batch: int, threads: int = 1) -> float:
+        wake = self.batched * WAKE_US if threads > 1 else 0.0
+        return self.calls * CALL_US + wake + self.macs * batch * MAC_US
 
 
 Plan = tuple[Cost, Callable[[], None]]  # a candidate step: its cost, and how to emit it

@@ -12,8 +12,9 @@ layer, then one step per further layer. The first step is either
   batched matmul with each mix's components side by side. Cheaper when many destinations
   read their own mixture of equal-width sources (SNR-Aver, Gumbel-Matrix task streams).
 
-The cheaper of the two at ``batch_hint`` rows is chosen by a two-term cost model (a fixed
-cost per call plus multiply-adds). docs/serving.md, "Packing", has the math and the costs.
+The cheaper of the two at ``batch_hint`` rows is chosen by a cost model (a fixed cost per call,
+a thread wake-up per batched matmul when torch runs more than one thread, plus multiply-adds).
+docs/serving.md, "Packing", has the math and the costs.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Planner:
 
     def __init__(self, tr: Trace, batch_hint: int) -> None:
         self.tr, self.batch = tr, batch_hint
+        self.threads = torch.get_num_threads()  # the wake-up term: docs/serving.md, "Costs"
         x_labels: Labels = ("x",) if len(tr.inputs) == 1 else tuple(range(len(tr.inputs)))
         self.labels: list[Labels] = [x_labels]  # per slab
         self.widths_: list[int] = [tr.input_dim]  # per slab
@@ -94,7 +96,8 @@ class Planner:
             else:
                 fold = self._fold_plan(b, rest)
                 mix = self._mix_plan(b, rest)
-                if mix is not None and mix[0].time(self.batch) < fold[0].time(self.batch):
+                at = (self.batch, self.threads)
+                if mix is not None and mix[0].time(*at) < fold[0].time(*at):
                     mix[1]()
                     self.choices.append(f"block {b}: mix")
                 else:
@@ -150,6 +153,7 @@ class Planner:
             f_in = self.widths_[slab] * (len(self.labels[slab]) if mode[0] == "flatten" else 1)
             cost.macs += f_in * S * F
             cost.calls += 2 if mode[0] == "flatten" else 1
+            cost.batched += mode[0] == "bmm" and S > 1
 
         def build() -> None:
             terms: list[tuple[int, str, int, Tensor]] = []
@@ -256,6 +260,7 @@ class Planner:
         cost = Cost(
             macs=K * n_slots * d + K * d * F,
             calls=2 + (layout == "general") + any(a != "none" for _, _, a in segments),
+            batched=(layout == "flat") + (K > 1),
         )
 
         def build() -> None:
