@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas_mtl.model.components import COMPONENTS
+from nas_mtl.model.components import COMPONENTS, BatchedTowers
 
 IMAGE_IN, FLAT_IN = (4, 9, 9), (6,)
 
@@ -61,6 +61,26 @@ def test_shared_input_fast_path_equals_bmm_path():
     fused = module(x.expand(3, 4, 6))  # stride-0 instance axis: one fused matmul
     looped = module(x.repeat(1, 4, 1))  # materialized copy: batched matmul
     torch.testing.assert_close(fused, looped)
+
+
+def test_towers_read_a_shared_input_like_its_copies():
+    """Shared-Bottom towers: (N, 1, d) unexpanded, expanded with stride 0, or copied k times
+    give the same outputs and the same input and weight gradients, for all heads or some."""
+    towers = BatchedTowers(3, 6, [4], [1, 2, 3], "relu")
+    base = torch.randn(5, 1, 6)
+    for idx in (None, torch.tensor([2, 0])):
+        k = 3 if idx is None else 2
+        runs = []
+        for make in (lambda b: b, lambda b: b.expand(5, k, 6), lambda b: b.repeat(1, k, 1)):
+            x = base.clone().requires_grad_(True)
+            towers.zero_grad()
+            y = towers(make(x), idx)
+            (y * torch.arange(y.numel()).view_as(y)).sum().backward()
+            runs.append((y, x.grad, towers.hidden[0].weight.grad.clone()))
+        for y, gx, gw in runs[1:]:
+            torch.testing.assert_close(y, runs[0][0])
+            torch.testing.assert_close(gx, runs[0][1])
+            torch.testing.assert_close(gw, runs[0][2])
 
 
 def test_bad_params_are_named():

@@ -109,10 +109,13 @@ class BatchedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (N, n, in) -> (N, n, out)
         if x.stride(1) == 0 or self.n == 1:
             w = self.weight.permute(1, 0, 2).reshape(self.d_in, self.n * self.d_out)
-            y = (x[:, 0] @ w).view(x.shape[0], self.n, self.d_out)
-        else:
-            y = torch.bmm(x.transpose(0, 1), self.weight).transpose(0, 1)  # (N, n, out)
-        return y if self.bias is None else y + self.bias
+            if self.bias is None:
+                return (x[:, 0] @ w).view(x.shape[0], self.n, self.d_out)
+            y = torch.addmm(self.bias.reshape(-1), x[:, 0], w)  # the bias inside the GEMM
+            return y.view(x.shape[0], self.n, self.d_out)
+        if self.bias is None:
+            return torch.bmm(x.transpose(0, 1), self.weight).transpose(0, 1)  # (N, n, out)
+        return torch.baddbmm(self.bias.unsqueeze(1), x.transpose(0, 1), self.weight).transpose(0, 1)
 
     def select(self, idx: Tensor) -> tuple[Tensor, Tensor | None]:
         return self.weight[idx], None if self.bias is None else self.bias[idx]
@@ -266,12 +269,30 @@ class BatchedTowers(nn.Module):
         return sum((widest - d) * (d_in + 1) for d in self.out_dims)
 
     def forward(self, x: Tensor, idx: Tensor | None = None) -> Tensor:
-        """x (N, k, d_in) for heads ``idx`` (all heads when None) -> (N, k, max_out)."""
-        for layer in self.hidden:
+        """x (N, k, d_in) for heads ``idx`` (all heads when None) -> (N, k, max_out).
+
+        The towers run head-major, ``(k, N, h)``, from the first layer to the last. When
+        every head reads the same input, ``x (N, 1, d_in)`` (Shared-Bottom: the bottom; or
+        that input expanded with stride 0), the first layer of all towers is one ``addmm``
+        with the heads' weights side by side, rather than a batched matmul over k copies.
+        Passing the input unexpanded also spares the backward a zero-filled ``(N, k, d_in)``
+        gradient (``docs/speed.md``).
+        """
+        layers = [*self.hidden, self.out]
+        N = x.shape[0]
+        h = x.transpose(0, 1)  # (k, N, d_in)
+        for i, layer in enumerate(layers):
             w, b = (layer.weight, layer.bias) if idx is None else layer.select(idx)
-            x = self.act(torch.baddbmm(b.unsqueeze(1), x.transpose(0, 1), w).transpose(0, 1))
-        w, b = (self.out.weight, self.out.bias) if idx is None else self.out.select(idx)
-        return torch.baddbmm(b.unsqueeze(1), x.transpose(0, 1), w).transpose(0, 1)
+            k = w.shape[0]
+            if i == 0 and k > 1 and (x.shape[1] == 1 or x.stride(1) == 0):
+                shared = x.squeeze(1) if x.shape[1] == 1 else x[:, 0]
+                w_cat = w.permute(1, 0, 2).reshape(w.shape[1], k * w.shape[2])
+                h = torch.addmm(b.reshape(-1), shared, w_cat).view(N, k, -1).transpose(0, 1)
+            else:
+                h = torch.baddbmm(b.unsqueeze(1), h, w)
+            if i < len(layers) - 1:
+                h = self.act(h)
+        return h.transpose(0, 1)
 
 
 def tower_macs(d_in: int, hidden: Sequence[int], out_dim: int) -> int:

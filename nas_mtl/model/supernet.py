@@ -188,14 +188,18 @@ class Supernet(nn.Module):
             return {}
         every = wanted == list(range(len(head_tasks)))
         cols = None if every else self._index(wanted, U.device)
-        V = block.mix(U, G, cols)  # (S, B, k, *in)
+        # one input for every head (Shared-Bottom): the towers read it unexpanded, (B, 1, d)
+        shared = (block.gate.static_ones and not block.linear and U.dim() == 4) and U.shape[
+            0
+        ] == U.shape[2] == 1
+        V = U if shared else block.mix(U, G, cols)  # (S, B, k, *in)
         if V.shape[0] > 1:  # each head reads its own task's stream
             streams = self._index([tasks.index(head_tasks[c]) for c in wanted], U.device)
             rows = self._index(range(len(wanted)), U.device)
             V = V.permute(2, 0, 1, *range(3, V.dim()))[rows, streams]
             V = V.transpose(0, 1)  # (B, k, *in)
         else:
-            V = V[0]
+            V = V.squeeze(0)  # a view: its backward fills no zeros, unlike V[0]
         if V.dim() > 3:  # image features: global average pooling before the tower
             V = V.mean(dim=tuple(range(3, V.dim())))
         results = {}
@@ -206,7 +210,7 @@ class Supernet(nn.Module):
             whole = every and len(block.groups) == 1
             heads = [wanted[i] - grp.lo for i in sel]
             local = self._index(heads, U.device)
-            part = V if whole else V.index_select(1, self._index(sel, U.device))
+            part = V if whole or shared else V.index_select(1, self._index(sel, U.device))
             y = towers(part, None if whole else local)  # (B, k_g, max_out)
             for i, li in zip(sel, heads, strict=True):
                 t = head_tasks[wanted[i]]
