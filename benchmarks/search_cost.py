@@ -7,16 +7,20 @@ multiple of training one fixed model. This script runs the pipeline's own stage 
 ``synthetic`` data set at its defaults (the MMoE paper's §3.2 generator: input 100, 2 groups
 of 2 regression tasks, 10,000 / 1,000 / 1,000 rows), every space at its default sizes and the
 default ``[search]`` and ``[retrain]`` settings (10 search epochs, gradient affinity every 10
-steps, 20 retrain epochs, batch 256, early stopping), seed 0, 2 threads.
+steps, 20 retrain epochs, batch 256, early stopping), seed 0, 2 threads available (training
+measures whether 1 or 2 is faster and uses that: docs/speed.md, "Threads").
 
 For SNR-Trans and Gumbel-Matrix it times search, derive and retrain; for Shared-Bottom the
 same stages, which amount to its retraining (no gates to search). Reported per space: the
 stage times, search epochs, time per search epoch and per retrain epoch, the gradient-affinity
 probe's share of the search, and ``vs Shared-Bottom`` = total / Shared-Bottom's total (the
-median over repeats of the ratio within a repeat). Headline ``search_cost_vs_shared_bottom``:
-the larger of the two spaces' ratios (target <= 3). An untimed Shared-Bottom run first takes
-torch's one-time set-up out of the timings. ``--profile`` runs one more search of each
-space under cProfile and adds where its time goes.
+median over repeats of the ratio within a repeat), and ``multiply-adds vs Shared-Bottom``: the
+same ratio for the multiply-adds of the training passes (rows seen × executed multiply-adds
+per row of a forward, counted by ``FlopCounterMode``; the affinity probe and validation left
+out): what the ratio would be if every model ran its arithmetic equally fast. Headline
+``search_cost_vs_shared_bottom``: the larger of the two spaces' ratios (target <= 3). An
+untimed Shared-Bottom run first takes torch's one-time set-up out of the timings.
+``--profile`` runs one more search of each space under cProfile and adds where its time goes.
 
 Run from the repository root: ``python benchmarks/search_cost.py [--smoke|--quick] [--out DIR]
 [--profile]``; writes ``DIR/search_cost.json``.
@@ -42,6 +46,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,6 +63,7 @@ BASELINE = "shared_bottom"
 TARGET = 3.0
 THREADS = 2
 SEED = 0
+COUNT_ROWS = 64  # multiply-adds are linear in the rows; counted on this many
 
 # The study: every default but the spaces (the [search] / [retrain] tables are left empty on
 # purpose, so the defaults of nas_mtl/study.py are what is measured).
@@ -134,6 +140,7 @@ def run_space(study: Any, data: Any, space: str, work: Path) -> dict[str, Any]:
     probe_s = json.loads(affinity.read_text())["extra_seconds"] if affinity.exists() else 0.0
     retrain_epochs = len(result.fit.history)
     search_epochs = len(epochs)
+    x = data.train.x[:COUNT_ROWS]
     return {
         "space": space,
         "searched": bool(info.get("searched")),
@@ -149,7 +156,18 @@ def run_space(study: Any, data: Any, space: str, work: Path) -> dict[str, Any]:
         "retrain_s_per_epoch": (t3 - t2) / retrain_epochs if retrain_epochs else None,
         "open_fraction": arch.graph.get("open_fraction"),
         "test": {t: float(v) for t, v in result.test.primary(data.tasks).items()},
+        "retrain_threads": result.fit.threads,  # the intra-op count training chose
+        # multiply-adds of the training passes: rows seen x executed MACs per row of a forward
+        "search_macs": search_epochs * len(data.train) * forward_macs(net, x),
+        "retrain_macs": retrain_epochs * len(data.train) * forward_macs(result.fit.model, x),
     }
+
+
+def forward_macs(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Executed multiply-adds per row of one training-mode forward pass (matmul-type ops)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.train()(x)
+    return counter.get_total_flops() / 2 / len(x)
 
 
 def profile_search(study: Any, data: Any, space: str, work: Path, top: int = 12) -> dict:
@@ -195,6 +213,7 @@ COLUMNS: list[_common.Column] = [
     ("retrain_s_per_epoch", "s / retrain epoch", ".2f"),
     ("total_s", "total s", ".1f"),
     ("vs_shared_bottom", "vs Shared-Bottom", ".2f"),
+    ("macs_vs_shared_bottom", "multiply-adds vs Shared-Bottom", ".2f"),
 ]
 
 
@@ -235,6 +254,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             [a["total_s"] / b["total_s"] for a, b in zip(reps, runs[BASELINE], strict=True)]
         )
         row["totals_s"] = [r["total_s"] for r in reps]
+        sb = runs[BASELINE][0]
+        row["macs_vs_shared_bottom"] = (row["search_macs"] + row["retrain_macs"]) / (
+            sb["search_macs"] + sb["retrain_macs"]
+        )
         rows.append(row)
     ratio = {r["space"]: r["vs_shared_bottom"] for r in rows}
     headline = {

@@ -25,6 +25,7 @@ TRAINING_RULES: dict[str, Rule] = {
     "steps_per_epoch": AT_LEAST_1,
     "patience": AT_LEAST_1,
     "weight_decay": NON_NEGATIVE,
+    "threads": AT_LEAST_0,
 }
 
 

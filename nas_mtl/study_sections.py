@@ -89,6 +89,7 @@ class RetrainConfig:
     # torch.compile the training forward; off by default: the compile costs more than it
     # saves in short runs (docs/speed.md)
     compile: bool = False
+    threads: int = 0  # intra-op threads on the CPU; 0: the fastest measured, as in [search]
 
     def __post_init__(self) -> None:
         check_ranges("[retrain]", self, {**TRAINING_RULES, "lr": POSITIVE})

@@ -71,7 +71,11 @@ def test_towers_read_a_shared_input_like_its_copies():
     for idx in (None, torch.tensor([2, 0])):
         k = 3 if idx is None else 2
         runs = []
-        for make in (lambda b: b, lambda b: b.expand(5, k, 6), lambda b: b.repeat(1, k, 1)):
+        for make in (
+            lambda b, k=k: b,
+            lambda b, k=k: b.expand(5, k, 6),
+            lambda b, k=k: b.repeat(1, k, 1),
+        ):
             x = base.clone().requires_grad_(True)
             towers.zero_grad()
             y = towers(make(x), idx)

@@ -49,7 +49,7 @@ from nas_mtl.stages.derive import (
 )
 from nas_mtl.stages.diagnostics import UNDECIDED, between, search_warnings, single_path
 from nas_mtl.stages.evaluation import Evaluation
-from nas_mtl.stages.training import train, train_config
+from nas_mtl.stages.training import adam, train, train_config
 from nas_mtl.stages.training_hooks import EpochVerdict, TrainingHooks
 from nas_mtl.study import SearchConfig
 
@@ -108,7 +108,7 @@ class ArchitectureStep(TrainingHooks):
                     f"[search] weight sets; known: {', '.join(sorted(weights))}"
                 )
         self.penalty_weights = weights
-        self.optimizer = torch.optim.Adam(net.arch_parameters(), lr=cfg.lr_arch)
+        self.optimizer = adam(net.arch_parameters(), lr=cfg.lr_arch)
         self.pair_weights = self._pair_weights()
         self.total_pairs = float(len(learned_pairs(net)))
         self.targets = targets_of(cfg)
