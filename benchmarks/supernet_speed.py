@@ -22,7 +22,8 @@ Executed multiply-adds are counted by ``torch.utils.flop_counter.FlopCounterMode
 forward pass (matmul-type ops; FLOPs / 2); nominal ones by ``nas_mtl.model.cost``.
 A training step is the same for every case: forward on the batch, loss = sum of the 4
 per-task MSEs + 1e-4 * L0 penalty (where the model has one), backward, Adam on the weights and,
-where the model has architecture parameters, a second Adam on them.
+where the model has architecture parameters, a second Adam on them. The process keeps freed
+memory for reuse as nas-mtl's training does (``nas_mtl.stages.allocator``), for every case.
 
 Reported per (space, batch, threads): samples/s of (a) and (b) and ``ratio`` = the median over
 repeats of (a)/(b) measured in the same repeat (round-robin, rotating start). Headline:
@@ -64,6 +65,7 @@ from nas_mtl.model.cost import graph_costs  # noqa: E402
 from nas_mtl.model.graph import components, heads, node_layers  # noqa: E402
 from nas_mtl.model.spaces import build_space  # noqa: E402
 from nas_mtl.model.supernet import Supernet  # noqa: E402
+from nas_mtl.stages.allocator import keep_freed_memory  # noqa: E402
 
 INPUT_DIM = 100
 N_TASKS = 4
@@ -428,6 +430,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     mode = _common.mode_of(args)
     plan = PLANS[mode]
+    # the process keeps freed memory, as nas-mtl's training does (every case benefits)
+    reuse = keep_freed_memory()
     spaces = [build(name, plan.naive) for name in SPACES]
     rows = []
     for threads in plan.threads:
@@ -443,6 +447,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = _common.settings(
         mode,
         threads=list(plan.threads),
+        keep_freed_memory=reuse,
         batches=list(plan.batches),
         input_dim=INPUT_DIM,
         tasks=N_TASKS,

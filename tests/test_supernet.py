@@ -246,3 +246,42 @@ def test_source_runs_gather_as_columns_do():
         torch.testing.assert_close(grads[0][0][t], grads[1][0][t])
     for g0, g1 in zip(grads[0][1], grads[1][1], strict=True):
         torch.testing.assert_close(g0, g1)
+
+
+@pytest.mark.parametrize(
+    ("s_u", "s_g"), [(1, 1), (3, 1), (1, 4)], ids=["shared", "static-streams", "per-stream"]
+)
+def test_component_major_mix_matches_the_formula(s_u, s_g):
+    """v_{s,b,c} = Σ_j g_{s,j,c} u_{s,b,j} for the mixes laid out component-major, values and
+    gradients, also when U arrives J-major (as component outputs do)."""
+    net = _net("gumbel_matrix", components=5, width=6)
+    block = net.blocks[1]  # identity edges, per-task Gumbel gates
+    J, C = block.gate.mask.shape
+    G = torch.rand(s_g, 1, J, C, requires_grad=True)
+    for j_major in (False, True):
+        U0 = torch.randn(J, s_u, 7, 6) if j_major else torch.randn(s_u, 7, J, 6)
+        U0.requires_grad_(True)
+        U = U0.permute(1, 2, 0, 3) if j_major else U0
+        got = block.mix(U, G, None)
+        want = torch.einsum("sbjc,sbjf->sbcf", G, U)
+        torch.testing.assert_close(got, want.expand_as(got))
+        w = torch.randn_like(got)
+        g_got = torch.autograd.grad((got * w).sum(), (U0, G))
+        g_want = torch.autograd.grad((want.expand_as(got) * w).sum(), (U0, G))
+        for a, b in zip(g_got, g_want, strict=True):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("s_u", [1, 4])
+def test_heads_mix_only_their_own_stream(s_u):
+    """Heads of per-task streams: mix_streams equals the full mix read on each head's stream."""
+    net = _net("gumbel_matrix", components=5, width=6)
+    heads = net.blocks[-1]
+    J, C = heads.gate.mask.shape
+    U = torch.randn(s_u, 3, J, 6)
+    G = torch.rand(4, 1, J, C)
+    full = torch.einsum("sbjc,sbjf->sbcf", G, U)  # (4, B, C, F)
+    for cols, streams in (([0, 1, 2, 3], [0, 1, 2, 3]), ([3, 1], [3, 1]), ([2], [0])):
+        got = heads.mix_streams(U, G, cols, streams)
+        want = torch.stack([full[s, :, c] for c, s in zip(cols, streams, strict=True)], 1)
+        torch.testing.assert_close(got, want)

@@ -50,6 +50,24 @@ def gate_signature(gate: dict) -> str:
     return json.dumps([gate["kind"], gate["scope"], params], sort_keys=True)
 
 
+def _component_major_mix(U: Tensor, G: Tensor, feat: tuple[int, ...]) -> Tensor:
+    """``v_{s,c} = Σ_j g_{s,j,c} u_{(s),j}`` as one matmul whose result is laid out
+    component-major: U (S_u, B, J, F) with S_u = 1 or the same gates for every stream,
+    G (S_g, J, C) -> (S, B, C, *feat), a view of a contiguous (C, S, B, *feat) tensor.
+
+    The components then run as one batched matmul over C on (C, S·B, F) with no copy, and
+    their outputs, views of (C, S·B, F') tensors, arrive at the next mix already J-major, so
+    ``U``'s permute below is a view too (docs/speed.md, "Component-major mixing").
+    """
+    S_u, B, J, _ = U.shape
+    S_g, _, C = G.shape
+    Ut = U.permute(2, 0, 1, 3).reshape(J, -1)  # (J, S_u·B·F); a copy unless J-major already
+    Gt = G.permute(2, 0, 1).reshape(C * S_g, J)  # row (c, s) holds g_{s,·,c}
+    S = max(S_u, S_g)
+    V = (Gt @ Ut).view(C, S, B, *feat)
+    return V.permute(1, 2, 0, *range(3, V.dim()))
+
+
 @dataclass(frozen=True)
 class _Group:
     lo: int  # destinations [lo, hi) of the block
@@ -196,11 +214,34 @@ class Block(nn.Module):
         if self.gate.static_ones and J == 1:
             return U.expand(S, B, C, *feat)  # same input for every destination, no copy
         Uf = U.reshape(S, B, J, -1)
-        if static:
-            V = (Uf.reshape(S * B, J, -1).transpose(1, 2) @ G[0, 0]).transpose(1, 2)
-            return V.reshape(S, B, C, *feat)
+        if static or (G.shape[1] == 1 and S == 1):
+            return _component_major_mix(Uf, G[:, 0], feat)
         V = torch.einsum("sbjc,sbjf->sbcf", G, Uf)
         return V.reshape(V.shape[0], B, C, *feat)
+
+    def mix_streams(self, U: Tensor, G: Tensor, cols: list[int], streams: list[int]) -> Tensor:
+        """Destination ``cols[i]`` on stream ``streams[i]`` only: (B, k, *in).
+
+        The heads of per-task streams each read their own task's stream, so of the full mix's
+        (stream, destination) pairs only k are used; this computes those, as one matmul (all
+        heads on one input stream) or one batched matmul over the heads. Identity edges, gates
+        per stream or shared: U (S_u, B, J, *in), G (S_g, 1, J, C).
+        """
+        S_u, B, J = U.shape[:3]
+        feat, k, dev = U.shape[3:], len(cols), U.device
+        g = G[:, 0].index_select(-1, self._index(cols, dev))  # (S_g, J, k)
+        if G.shape[0] > 1:  # head i's gates on its own stream: g[streams[i], :, i]
+            g = g[self._index(streams, dev), :, self._index(range(k), dev)]
+        else:
+            g = g[0].t()
+        Uj = U.reshape(S_u, B, J, -1).permute(2, 0, 1, 3)  # (J, S_u, B, F): a view
+        if S_u == 1:
+            V = g @ Uj.reshape(J, -1)  # (k, B·F)
+        else:
+            if streams != list(range(S_u)):
+                Uj = Uj.index_select(1, self._index(streams, dev))
+            V = torch.bmm(g.unsqueeze(1), Uj.transpose(0, 1).reshape(k, J, -1)).squeeze(1)
+        return V.view(k, B, *feat).transpose(0, 1)
 
     def _mix_per_example(self, U: Tensor, G: Tensor, W: Tensor) -> Tensor:
         """v_{b,c} = Σ_j g_{b,j,c} W_jc u_{b,j} with gates per example (``docs/speed.md``).

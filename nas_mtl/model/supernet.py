@@ -192,14 +192,18 @@ class Supernet(nn.Module):
         shared = (block.gate.static_ones and not block.linear and U.dim() == 4) and U.shape[
             0
         ] == U.shape[2] == 1
-        V = U if shared else block.mix(U, G, cols)  # (S, B, k, *in)
-        if V.shape[0] > 1:  # each head reads its own task's stream
-            streams = self._index([tasks.index(head_tasks[c]) for c in wanted], U.device)
-            rows = self._index(range(len(wanted)), U.device)
-            V = V.permute(2, 0, 1, *range(3, V.dim()))[rows, streams]
-            V = V.transpose(0, 1)  # (B, k, *in)
+        streams = [tasks.index(head_tasks[c]) for c in wanted]
+        per_stream = U.shape[0] > 1 or G.shape[0] > 1
+        if per_stream and not block.linear and G.shape[1] == 1:
+            V = block.mix_streams(U, G, wanted, streams)  # each head on its task's stream
         else:
-            V = V.squeeze(0)  # a view: its backward fills no zeros, unlike V[0]
+            V = U if shared else block.mix(U, G, cols)  # (S, B, k, *in)
+            if V.shape[0] > 1:  # each head reads its own task's stream
+                rows = self._index(range(len(wanted)), U.device)
+                V = V.permute(2, 0, 1, *range(3, V.dim()))[rows, self._index(streams, U.device)]
+                V = V.transpose(0, 1)  # (B, k, *in)
+            else:
+                V = V.squeeze(0)  # a view: its backward fills no zeros, unlike V[0]
         if V.dim() > 3:  # image features: global average pooling before the tower
             V = V.mean(dim=tuple(range(3, V.dim())))
         results = {}

@@ -28,6 +28,7 @@ from nas_mtl.data import MultiTaskData
 from nas_mtl.errors import ConfigError, TrainingError
 from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages import distributed
+from nas_mtl.stages.allocator import keep_freed_memory
 from nas_mtl.stages.batches import place_split, steps_in_epoch, steps_per_epoch, train_batches
 from nas_mtl.stages.checkpoint import (
     history_until,
@@ -201,7 +202,9 @@ def _weights_step(net: Supernet, data: MultiTaskData, cfg: TrainConfig) -> Calla
 def train(net: Supernet, data: MultiTaskData, cfg: TrainConfig, **kwargs: Any) -> FitResult:
     """:func:`train_loop` on the CPU thread count ``cfg.threads`` names, or the fastest one
     measured (``nas_mtl.stages.threads``); the process's count is restored afterwards. Under
-    torchrun the ranks keep the count they were started with."""
+    torchrun the ranks keep the count they were started with. Freed memory stays in the
+    process for the next step (``nas_mtl.stages.allocator``)."""
+    keep_freed_memory()  # activations reuse freed pages (nas_mtl/stages/allocator.py)
     stem = kwargs.get("stem", "model")
     setting = cfg.threads
     if setting == 0 and distributed.world_size() > 1:
