@@ -5,7 +5,8 @@ same synthetic data (``nas_mtl``'s MMoE §3.2 generator: input 100, one regressi
 tower), same sizes (the MMoE paper's: 8 experts x 16 units, towers of 8; Shared-Bottom of 113
 units, parameter-matched to MMoE in the paper; PLE/CGC with 2 shared + 2 task experts x 16),
 and the same training step for every model: forward on the batch, loss = sum of the per-task
-MSEs, backward, Adam. Models:
+MSEs, backward, Adam (lr 1e-3) as the library's own training builds it (nas-mtl: torch's
+fused kernel where torch has one; deepctr-torch and LibMTL: torch's default). Models:
 
     nas-mtl        mmoe, shared_bottom (the compiled ``Supernet`` of the space files)
     deepctr-torch  MMOE, SharedBottom, PLE (2 levels); one ``DenseFeat`` of width 100 (its
@@ -56,6 +57,7 @@ import _common  # noqa: E402
 from nas_mtl.data import load_dataset  # noqa: E402
 from nas_mtl.model.spaces import build_space  # noqa: E402
 from nas_mtl.model.supernet import Supernet  # noqa: E402
+from nas_mtl.stages.training import adam  # noqa: E402
 
 INPUT_DIM = 100
 EXPERTS, EXPERT_WIDTH, TOWER = 8, 16, 8  # MMoE paper sizes
@@ -236,6 +238,14 @@ PEERS: list[tuple[str, str, str | None, Callable[[list[str]], tuple[nn.Module, L
     ("LibMTL", "CGC", None, lambda t: libmtl_model("CGC", t)),
     ("LibMTL", "PLE", None, lambda t: libmtl_model("PLE", t)),
 ]
+# Adam as each library's own training builds it: nas-mtl's fused kernel where torch has one
+# (nas_mtl.stages.training.adam); deepctr-torch's compile("adam") and LibMTL's Trainer call
+# torch.optim.Adam with torch's defaults (the per-tensor loop on the CPU)
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "nas-mtl": adam,
+    "deepctr-torch": torch.optim.Adam,
+    "LibMTL": torch.optim.Adam,
+}
 NOTES = {
     ("deepctr-torch", "PLE"): "deepctr-torch 0.3.0 builds PLE's shared experts with "
     "specific_expert_num (models/multitask/ple.py, line 87): shared_expert_num > "
@@ -310,7 +320,7 @@ def measure(n_tasks: int, plan: Plan, libs: dict[str, dict[str, Any]]) -> list[d
             trainees[(lib, name)] = Trainee(
                 model,
                 loss,
-                torch.optim.Adam(model.parameters(), lr=LR),
+                OPTIMIZERS[lib](list(model.parameters()), lr=LR),
                 sum(p.numel() for p in model.parameters()),
             )
         except Exception as e:  # noqa: BLE001 - a peer that crashes keeps its row
