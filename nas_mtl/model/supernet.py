@@ -189,9 +189,8 @@ class Supernet(nn.Module):
         every = wanted == list(range(len(head_tasks)))
         cols = None if every else self._index(wanted, U.device)
         # one input for every head (Shared-Bottom): the towers read it unexpanded, (B, 1, d)
-        shared = (block.gate.static_ones and not block.linear and U.dim() == 4) and U.shape[
-            0
-        ] == U.shape[2] == 1
+        one_input = U.dim() == 4 and U.shape[0] == U.shape[2] == 1
+        shared = one_input and block.gate.static_ones and not block.linear
         streams = [tasks.index(head_tasks[c]) for c in wanted]
         per_stream = U.shape[0] > 1 or G.shape[0] > 1
         if per_stream and not block.linear and G.shape[1] == 1:

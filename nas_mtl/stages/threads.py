@@ -6,7 +6,7 @@ training 7-40x slower on busy machines). Waking them costs tens of microseconds 
 a training step of the small models a search trains is hundreds of ops of a few microseconds
 each, so that more threads can be slower than one. On the 2-core development machine a
 retrain step of a pruned Gumbel-Matrix model (batch 256) took 2.9 ms on one thread and
-5.9 ms on two, and the equal-work dense model's fused Adam step 81 µs against 616 µs. Which
+5.9 ms on two, and the fused Adam step over its weights 81 µs against 616 µs. Which
 count wins depends on the model, the batch and the machine, so the training measures it:
 a few weight steps of a copy of the model at each candidate count, interleaved, before the
 first epoch of a training long enough to pay for them (``docs/speed.md``, "Threads"). The
