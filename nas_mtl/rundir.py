@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +218,10 @@ def prepare_out(study: Study, out: Path, overwrite: bool = False) -> None:
             f"{out} holds finished results of a different version of the study; "
             f"choose another --out, or add --overwrite to replace them"
         )
-    write_json_atomic(out / OUT_MARKER, {"tool": "nas-mtl", "study": study.name})
+    marker: dict[str, Any] = {"tool": "nas-mtl", "study": study.name}
+    if study.path is not None:  # where relative data paths of the study copy point to
+        marker["study_dir"] = str(Path(study.path).resolve().parent)
+    write_json_atomic(out / OUT_MARKER, marker)
     clean_stale_temp_files(out)
     if study.path is not None:
         write_bytes_atomic(out / STUDY_COPY, Path(study.path).read_bytes())
@@ -286,4 +289,23 @@ def study_of_run(run_dir: Path) -> tuple[Study, dict[str, Any]]:
         study = parse_study(json.loads(path.read_text()), str(path))
     else:
         study = load_study(path)
-    return study.for_variant(ctx["variant"]), ctx
+    return _data_file_from_origin(study.for_variant(ctx["variant"]), path.parent), ctx
+
+
+def _data_file_from_origin(study: Study, out: Path) -> Study:
+    """The study with a relative ``data.file`` pointing next to the original study file.
+
+    The study copy lives in OUT, but its relative paths were written for the folder of the
+    study file that was run (recorded in OUT's marker); a path that exists there wins, so
+    ``nas-mtl derive / plot / predict`` on a run directory read the same table as the run.
+    """
+    file = study.data.file
+    if file is None or Path(file).is_absolute():
+        return study
+    try:
+        origin = json.loads((out / OUT_MARKER).read_text()).get("study_dir")
+    except (OSError, ValueError):
+        return study
+    if not origin or not (Path(origin) / file).exists():
+        return study
+    return replace(study, data=replace(study.data, file=str(Path(origin) / file)))

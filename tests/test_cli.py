@@ -438,3 +438,47 @@ def test_report_pictures_clusters_html_and_an_exported_study_that_runs(tmp_path,
     }
     assert main(["plot", str(tmp_path)]) == 2
     assert "has no architecture.json" in capsys.readouterr().err
+
+
+def test_run_dir_commands_find_a_relative_data_file_of_the_original_study(tmp_path, monkeypatch):
+    """OUT holds a copy of the study; its relative data.file still means the file next to the
+    study that was run, so `nas-mtl derive RUN_DIR` works from any folder."""
+    import numpy as np
+
+    from nas_mtl.rundir import study_of_run
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "project"
+    folder.mkdir()
+    x = rng.normal(size=(120, 2))
+    rows = ["x1,x2,y,z"] + [f"{a:.4f},{b:.4f},{a + b:.4f},{a - b:.4f}" for a, b in x]
+    (folder / "table.csv").write_text("\n".join(rows) + "\n")
+    study = folder / "s.toml"
+    study.write_text(
+        textwrap.dedent("""
+        name = "relative"
+        spaces = ["gumbel_matrix"]
+        [data]
+        file = "table.csv"
+        tasks = [{ name = "y" }, { name = "z" }]
+        [space_params]
+        gumbel_matrix = { components = 2, width = 4 }
+        [search]
+        epochs = 1
+        batch_size = 32
+        [retrain]
+        epochs = 1
+        batch_size = 32
+        lr = 3e-2
+    """)
+    )
+    out = tmp_path / "out"
+    monkeypatch.chdir(folder)
+    assert main(["run", "s.toml", "--out", str(out)]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run_dir = out / "default" / "gumbel_matrix" / "seed_0"
+    study_copy, _ = study_of_run(run_dir)
+    assert Path(study_copy.data.file) == (folder / "table.csv").resolve()
+    assert main(["derive", str(run_dir)]) == 0
