@@ -142,6 +142,7 @@ def result_summary(
             "epochs": len(result.fit.history),
             "best_epoch": result.fit.best_epoch,
             "device": result.fit.device,
+            "threads": result.fit.threads,  # CPU intra-op threads (docs/speed.md, "Threads")
             "wall_s": result.fit.wall_s,
         },
     }

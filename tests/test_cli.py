@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from nas_mtl.cli import main
 from nas_mtl.model.spaces import list_spaces
@@ -207,6 +208,7 @@ def test_rerun_reuses_finished_results_and_refuses_another_study(tmp_path, capsy
     result = out / "default" / "no_sharing" / "seed_0" / "result.json"
     first = json.loads(result.read_text())
     assert first["architecture"]["components"] == 3
+    assert 1 <= first["retrain"]["threads"] <= torch.get_num_threads()  # what it trained with
     assert main(["run", str(study), "--out", str(out)]) == 0  # reused, not retrained
     assert json.loads(result.read_text()) == first
     study.write_text(study.read_text().replace("epochs = 2", "epochs = 1"))
