@@ -109,6 +109,7 @@ def run_search(
         "best_epoch": result.best_epoch,
         "selection_loss": result.best_val_loss,  # the selected epoch's selection objective
         "wall_s": result.wall_s,
+        "threads": result.threads,
         "open_fraction": chosen.get("open_fraction"),
         "undecided": chosen.get("undecided"),
         "warnings": result.warnings,

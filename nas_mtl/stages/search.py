@@ -69,6 +69,7 @@ class SearchResult:
     wall_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
     affinity: TaskAffinity | None = None  # mean inter-task gradient affinity; None when off
+    threads: int = 0  # CPU intra-op threads it ran with (docs/speed.md, "Threads")
 
 
 def gate_snapshot(net: Supernet) -> list[dict[str, Any]]:
@@ -367,4 +368,5 @@ def search(
         wall_s=fit.wall_s,
         warnings=warnings,
         affinity=affinity,
+        threads=fit.threads,
     )
