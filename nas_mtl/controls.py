@@ -57,6 +57,11 @@ def run_random_control(
         return read_result(run_dir)
     replace_run_dir(out, rel)
     open_run_dir(out, variant, name, seed)
+    weights = None  # a warm start starts the samples from the same searched weights
+    if study.retrain.init == "search":
+        from nas_mtl.pipeline import searched_weights  # the pipeline imports this module
+
+        weights = searched_weights(out / searched.run_dir)
     torch.manual_seed(seed)
     net = Supernet(space_graph(study, space, data))
     target = searched.architecture["open_fraction"]
@@ -72,7 +77,13 @@ def run_random_control(
             {"seed": seed, "space": name, "variant": dict(variant), "sample": k},
         )
         result = retrain(
-            arch, data, study.retrain, seed=seed, run_dir=sample_dir, progress=progress
+            arch,
+            data,
+            study.retrain,
+            seed=seed,
+            run_dir=sample_dir,
+            progress=progress,
+            searched=weights,
         )
         samples.append(result_summary(study, data, arch, result))
     result = RunResult(

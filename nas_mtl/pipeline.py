@@ -165,6 +165,18 @@ def load_searched(run_dir: Path) -> Supernet:
     return net
 
 
+def searched_weights(run_dir: Path) -> Supernet:
+    """The searched supernet a warm-started retraining starts from; a clear error without it."""
+    net = load_searched(run_dir)
+    if learned_gates(net) and not (run_dir / "checkpoints" / "search_best.pt").exists():
+        raise ConfigError(
+            f"[retrain] init = 'search' starts from the search's weights, but "
+            f"{run_dir / 'checkpoints' / 'search_best.pt'} is missing; run the search again "
+            f"(nas-mtl run) or retrain with init = 'scratch'"
+        )
+    return net
+
+
 def run_one(
     study: Study,
     variant: Mapping[str, Any],
@@ -199,7 +211,14 @@ def run_one(
         why = run_provenance(study, variant, space, seed)
         arch = run_derive(net, study, data, seed, run_dir, why)
     retrained = retrain(
-        arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress, resume=resume
+        arch,
+        data,
+        study.retrain,
+        seed=seed,
+        run_dir=run_dir,
+        progress=progress,
+        resume=resume,
+        searched=net,
     )
     write_preprocessing(run_dir, data, study.data)  # what `nas-mtl predict` encodes rows with
     result = run_result(study, data, net, arch, retrained, search_info, variant, space, seed, rel)
@@ -323,7 +342,7 @@ def retrain_run(
     data_dir: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """CLI ``retrain``: retrain a run directory's architecture.json from scratch.
+    """CLI ``retrain``: retrain a run directory's architecture.json (``[retrain] init``).
 
     Started by torchrun, every rank calls this and they train data parallel; rank 0 writes
     the log and checkpoints (:mod:`nas_mtl.stages.distributed`, ``docs/distributed.md``).
@@ -333,6 +352,7 @@ def retrain_run(
         study = replace(study, retrain=replace(study.retrain, device=device))
     data = load_data(study, ctx["variant"], ctx["seed"], data_dir)
     arch = load_architecture(run_dir / "architecture.json").graph
+    searched = searched_weights(run_dir) if study.retrain.init == "search" else None
     with process_group(study.retrain.device) as rank_device:
         result = retrain(
             arch,
@@ -341,6 +361,7 @@ def retrain_run(
             seed=ctx["seed"],
             run_dir=run_dir,
             progress=progress,
+            searched=searched,
         )
     if is_main():
         write_preprocessing(run_dir, data, study.data)

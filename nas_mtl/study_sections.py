@@ -23,6 +23,7 @@ from nas_mtl.ranges import (
 )
 
 DERIVE_POOLS = ("affinity", "none")
+RETRAIN_INITS = ("scratch", "search")
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,18 @@ class RetrainConfig:
     # saves in short runs (docs/speed.md)
     compile: bool = False
     threads: int = 0  # intra-op threads on the CPU; 0: the fastest measured, as in [search]
+    # "scratch": fresh weights (the papers' protocol); "search": start from the searched
+    # supernet's weights, so a few epochs fine-tune what the search trained (docs/search.md,
+    # "Warm start"); spaces without a search start from scratch either way
+    init: str = "scratch"
 
     def __post_init__(self) -> None:
         check_ranges("[retrain]", self, {**TRAINING_RULES, "lr": POSITIVE})
+        if self.init not in RETRAIN_INITS:
+            raise ConfigError(
+                f"[retrain] init = {self.init!r} is not one of {', '.join(RETRAIN_INITS)}"
+                f"{did_you_mean(str(self.init), RETRAIN_INITS)}"
+            )
 
 
 TUNE_OBJECTIVES = ("retrain", "search")

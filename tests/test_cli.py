@@ -109,6 +109,38 @@ def test_search_derive_retrain_commands(tmp_path, capsys):
     assert "g0_t0: mse" in printed and "r2" in printed
 
 
+def test_a_warm_started_retraining_starts_from_the_searched_weights(tmp_path, capsys):
+    """With a negligible learning rate a retrained model stays where it started: the run's and
+    its random control's retrained weights are the searched supernet's, copied by warm_start;
+    without the search's weights, ``retrain`` names the missing file."""
+    from nas_mtl.model.graph_files import load_architecture
+    from nas_mtl.pipeline import load_searched
+    from nas_mtl.stages.checkpoint import load_checkpoint
+    from nas_mtl.stages.retrain import build_model
+    from nas_mtl.stages.warm_start import warm_start
+
+    study = _study(tmp_path, spaces=("snr_trans",))
+    text = study.read_text().replace("lr = 3e-2", "lr = 1e-9")
+    study.write_text(text + 'init = "search"\n[controls]\nrandom = 1\n')
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out)]) in (0, 1)  # 1: untrained, failed
+    run = out / "default" / "snr_trans" / "seed_0"
+    searched = load_searched(run)
+    for where in (run, out / "default" / "snr_trans-random" / "seed_0" / "sample_0"):
+        model = build_model(load_architecture(where / "architecture.json").graph, seed=5)
+        fresh = {k: v.clone() for k, v in model.state_dict().items()}
+        warm_start(model, searched)
+        retrained = load_checkpoint(where / "checkpoints" / "retrain_best.pt")["model"]
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(retrained[name], value, rtol=0, atol=1e-6)
+        assert any(not torch.equal(fresh[k], v) for k, v in model.state_dict().items())
+    (run / "checkpoints" / "search_best.pt").unlink()
+    capsys.readouterr()
+    assert main(["retrain", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "search_best.pt is missing" in err and "init = 'scratch'" in err
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [

@@ -59,6 +59,10 @@ def test_mmoe_synthetic_sweeps_rho():
             "unknown key 'lr_weight' (did you mean 'lr_weights'?)",
         ),
         ({**BASE, "retrain": {"epochs": "ten"}}, "study [retrain].epochs must be int, got 'ten'"),
+        (
+            {**BASE, "retrain": {"init": "serch"}},
+            "[retrain] init = 'serch' is not one of scratch, search (did you mean 'search'?)",
+        ),
         ({**BASE, "data": {"name": "synthetic", "file": "x.csv"}}, "give either 'name'"),
         ({**BASE, "data": {"file": "x.csv"}}, "a user file needs [[data.tasks]]"),
         ({**BASE, "spaces": []}, "'spaces' must be a non-empty list"),

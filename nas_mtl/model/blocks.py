@@ -177,6 +177,18 @@ class Block(nn.Module):
             and isinstance(modules[0], BiasActivation)
         )
 
+    def edge_weight(self, u: str, v: str) -> Tensor:
+        """The matrix of edge ``u -> v`` of a linear block, (d_u, d_out): a view of ``weight``."""
+        assert self.weight is not None, "identity edges have no weight"
+        j, c = self.src.index(u), self.dst.index(v)
+        if self.edge_mode:
+            e = torch.nonzero((self.edge_src == j) & (self.edge_dst == c)).flatten()
+            if e.numel() != 1:
+                raise KeyError(f"edge {u} -> {v} is not in this block")
+            return self.weight[int(e)]
+        rows = torch.nonzero(self.row_src == j).flatten()
+        return self.weight[int(rows[0]) : int(rows[-1]) + 1, c]
+
     def mix(self, U: Tensor, G: Tensor, cols: Tensor | None) -> Tensor:
         """v_c = Σ_j G_jc T_jc(u_j). U (S, B, J, *in_src), G (S_g, B_g, J, C) -> (S, B, C', *in)."""
         if cols is not None:

@@ -69,8 +69,7 @@ class HardConcreteGate(Gate):
         beta, gamma, zeta = self.p["beta"], self.p["gamma"], self.p["zeta"]
         log_alpha = self._rows(ctx)  # (S_g, n_vars)
         if not self.training:
-            z = (torch.sigmoid(log_alpha) * (zeta - gamma) + gamma).clamp(0, 1)
-            return self._edge(z).unsqueeze(1)
+            return self._edge(self._z_hat(log_alpha)).unsqueeze(1)
         # per-example noise draws (S_g, B, n_vars) values, a few per example: cheap; the block
         # mixes them without a per-example weight matrix (Block._mix_per_example)
         per_example = self.p["noise"] == "example" and ctx.x_flat is not None
@@ -103,11 +102,17 @@ class HardConcreteGate(Gate):
         on = (torch.rand(p.shape, generator=generator) < p).float().to(self.mask.device)
         return self._edge(on) > 0
 
-    def decisions(self) -> Tensor:
+    def _z_hat(self, log_alpha: Tensor) -> Tensor:
+        """The deterministic gate ẑ = clamp(sigmoid(log α)·(ζ−γ)+γ, 0, 1)."""
         gamma, zeta = self.p["gamma"], self.p["zeta"]
-        log_alpha = self._pooled(self.log_alpha, self.index)
-        z = (torch.sigmoid(log_alpha) * (zeta - gamma) + gamma).clamp(0, 1)
-        return self._edge(z) > 0
+        return (torch.sigmoid(log_alpha) * (zeta - gamma) + gamma).clamp(0, 1)
+
+    def decisions(self) -> Tensor:
+        return self._edge(self._z_hat(self._pooled(self.log_alpha, self.index))) > 0
+
+    def eval_values(self) -> Tensor:
+        """ẑ of every edge, (rows, J, C): the scale a derived edge's fixed 1 replaces."""
+        return self._edge(self._z_hat(self.log_alpha))
 
 
 def gumbel_temperature(step: int, tau0: float = 50.0, tau_min: float = 0.5) -> float:

@@ -1,9 +1,11 @@
-"""Retrain a derived architecture from scratch as a pruned standalone model.
+"""Retrain a derived architecture as a pruned standalone model.
 
 The derived graph compiles with the same :class:`Supernet` machinery, but holds only live
 components and fixed gates, so it computes only what some task uses; a component shared by
-several tasks runs once per batch when inputs are shared. Fresh initialization (seeded),
-early stopping on validation, test metrics; CUDA when available and bf16 autocast there.
+several tasks runs once per batch when inputs are shared. Fresh initialization (seeded), or
+with ``[retrain] init = "search"`` the searched supernet's weights
+(:mod:`nas_mtl.stages.warm_start`); early stopping on validation, test metrics; CUDA when
+available and bf16 autocast there.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import networkx as nx
 import torch
 
 from nas_mtl.data import MultiTaskData
-from nas_mtl.model.supernet import Supernet
+from nas_mtl.model.supernet import Supernet, learned_gates
 from nas_mtl.stages.evaluation import Evaluation, evaluate, resolve_device
 from nas_mtl.stages.training import FitResult, train, train_config
+from nas_mtl.stages.warm_start import warm_start
 from nas_mtl.study import RetrainConfig
 
 RETRAIN_LOG = "retrain_log.jsonl"
@@ -49,10 +52,17 @@ def retrain(
     run_dir: str | Path | None = None,
     progress: bool = False,
     resume: bool = False,
+    searched: Supernet | None = None,
 ) -> RetrainResult:
-    """Train the architecture from scratch; ``resume`` continues from ``run_dir``'s checkpoints."""
+    """Train the architecture; ``resume`` continues from ``run_dir``'s checkpoints.
+
+    With ``cfg.init == "search"``, the model starts from ``searched``, the supernet whose
+    search derived ``graph``, when that supernet had gates to search.
+    """
     run_dir = Path(run_dir) if run_dir is not None else None
     model = build_model(graph, seed, data.regime)
+    if cfg.init == "search" and searched is not None and learned_gates(searched):
+        warm_start(model, searched)
     fit = train(
         model,
         data,

@@ -71,7 +71,7 @@ def run_trial(
     result = None
     if retrain_model:
         retrained = retrain(
-            arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress
+            arch, data, study.retrain, seed=seed, run_dir=run_dir, progress=progress, searched=net
         )
         result = run_result(study, data, net, arch, retrained, info, variant, space, seed, rel)
         result = replace(result, wall_s=time.perf_counter() - start)
