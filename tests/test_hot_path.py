@@ -367,6 +367,15 @@ def test_amp_and_compile_are_study_settings():
 
 
 # ---------------------------------------------------------------- torch.compile
+@pytest.mark.parametrize("space", ["gumbel_matrix", "snr_trans", "mmoe"])
+def test_the_supernet_forward_traces_as_one_graph(space):
+    """torch.compile sees the whole forward: nothing in it reads the routing graph (networkx)
+    or otherwise breaks the trace, so compiled kernels can fuse across blocks."""
+    net = Supernet(build_space(space, (6,), {"a": 1, "b": 1, "c": 2}))
+    explained = torch._dynamo.explain(net)(torch.randn(5, 6))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+
 def test_compile_says_so_when_this_torch_cannot(monkeypatch):
     monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
     with pytest.raises(ConfigError, match=r"\[search\]: compile = true, but torch.compile is not"):

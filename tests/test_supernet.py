@@ -285,3 +285,29 @@ def test_heads_mix_only_their_own_stream(s_u):
         got = heads.mix_streams(U, G, cols, streams)
         want = torch.stack([full[s, :, c] for c, s in zip(cols, streams, strict=True)], 1)
         torch.testing.assert_close(got, want)
+
+
+def test_heads_stream_mix_gradients_keep_the_components_layout():
+    """With per-task streams (U arriving source-major, as components leave it), mix_streams'
+    gradients equal the formula's, and U's gradient is source-major too: the components'
+    backward then needs no copy (docs/speed.md, "Component-major mixing")."""
+    net = _net("gumbel_matrix", components=5, width=6)
+    heads = net.blocks[-1]
+    J, C = heads.gate.mask.shape
+    U0 = torch.randn(J, 4, 3, 6, requires_grad=True)  # (J, S, B, F) in memory
+    U = U0.permute(1, 2, 0, 3)  # (S, B, J, F), a view
+    G = torch.rand(4, 1, J, C, requires_grad=True)
+    for cols, streams in (([0, 1, 2, 3], [0, 1, 2, 3]), ([3, 1], [3, 1])):
+        got = heads.mix_streams(U, G, cols, streams)
+        full = torch.einsum("sbjc,sbjf->sbcf", G, U)
+        want = torch.stack([full[s, :, c] for c, s in zip(cols, streams, strict=True)], 1)
+        w = torch.randn_like(got)
+        g_got = torch.autograd.grad((got * w).sum(), (U0, G))
+        g_want = torch.autograd.grad((want * w).sum(), (U0, G))
+        for a, b in zip(g_got, g_want, strict=True):
+            torch.testing.assert_close(a, b)
+    seen = []
+    U = U0.permute(1, 2, 0, 3)
+    U.register_hook(lambda g: seen.append(g.stride()))
+    heads.mix_streams(U, G, [0, 1, 2, 3], [0, 1, 2, 3]).sum().backward()
+    assert seen == [U.stride()]  # source-major, like U itself

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import torch
@@ -68,6 +69,34 @@ def _component_major_mix(U: Tensor, G: Tensor, feat: tuple[int, ...]) -> Tensor:
     return V.permute(1, 2, 0, *range(3, V.dim()))
 
 
+class _StreamMix(torch.autograd.Function):
+    """``v_s = Σ_j g_sj u_js``: each stream s mixes the sources of its own stream.
+
+    ``u`` arrives source-major, ``(J, S, F)``, as the components leave it (docs/speed.md,
+    "Component-major mixing"). A ``bmm`` over the streams reads it through strides, but its
+    backward would write the gradient stream-major, which the components' backward can only
+    use after a full copy, and through a ReLU backward whose two operands' layouts differ.
+    This backward writes it source-major, as one broadcast product: ``∂u_js = g_sj ∂v_s``
+    (and ``∂g`` as one fused dot product: a ``bmm`` through these strides took 6× longer).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, g: Tensor, u: Tensor) -> Tensor:  # g (S, J), u (J, S, F) -> (S, F)
+        ctx.save_for_backward(g, u)
+        return torch.bmm(g.unsqueeze(1), u.transpose(0, 1)).squeeze(1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        g, u = ctx.saved_tensors
+        grad_g = grad_u = None
+        if ctx.needs_input_grad[0]:  # ∂g_sj = <u_js, ∂v_s>: one fused dot, not a strided bmm
+            grad_g = torch.linalg.vecdot(u, grad.unsqueeze(0).to(u.dtype)).t().to(g.dtype)
+        if ctx.needs_input_grad[1]:  # written into a source-major tensor: the layout is set
+            grad_u = u.new_empty(u.shape)  # here, not left to the inputs' strides
+            torch.mul(g.t().unsqueeze(-1).to(u.dtype), grad.unsqueeze(0).to(u.dtype), out=grad_u)
+        return grad_g, grad_u
+
+
 @dataclass(frozen=True)
 class _Group:
     lo: int  # destinations [lo, hi) of the block
@@ -95,6 +124,8 @@ class Block(nn.Module):
         first = g.edges[next(iter(g.in_edges(dst[0])))]
         self.linear = first["transform"] == "linear"
         self.is_head = g.nodes[dst[0]]["role"] == "head"
+        # read once here: the forward pass never touches the graph (torch.compile traces it)
+        self.head_tasks: list[str] = [g.nodes[v]["task"] for v in dst] if self.is_head else []
         edge_data = {(u, v): g.edges[u, v] for v in dst for u in g.predecessors(v)}
         edges = edges_for_block(src, dst, edge_data, tasks, input_dim)
         self.gate: Gate = GATES.get(first["gate"]["kind"])(edges)
@@ -252,7 +283,7 @@ class Block(nn.Module):
         else:
             if streams != list(range(S_u)):
                 Uj = Uj.index_select(1, self._index(streams, dev))
-            V = torch.bmm(g.unsqueeze(1), Uj.transpose(0, 1).reshape(k, J, -1)).squeeze(1)
+            V = _StreamMix.apply(g, Uj.reshape(J, k, -1))
         return V.view(k, B, *feat).transpose(0, 1)
 
     def _mix_per_example(self, U: Tensor, G: Tensor, W: Tensor) -> Tensor:

@@ -182,7 +182,7 @@ class Supernet(nn.Module):
     def _run_heads(
         self, block: Block, U: Tensor, G: Tensor, tasks: list[str], stream_tasks: Tensor
     ) -> dict[str, Tensor]:
-        head_tasks = [self.graph.nodes[v]["task"] for v in block.dst]
+        head_tasks = block.head_tasks
         wanted = [c for c, t in enumerate(head_tasks) if t in tasks]
         if not wanted:
             return {}
