@@ -1,10 +1,10 @@
 """Start a retraining from the searched supernet's weights (``[retrain] init = "search"``).
 
 Why: by the end of a search the supernet has trained every component and edge that the derived
-architecture keeps. Retraining from scratch (the papers' protocol, and the default) throws that
-training away; starting the pruned model from it lets a short retraining fine-tune what the
-search learned, which is where most of a search's total cost can be saved
-(docs/search.md, "Warm start").
+architecture keeps. Retraining from scratch (the default) throws that training away; starting
+the pruned model from it lets a shorter retraining fine-tune what the search learned. Where the
+search trained well that matches a full retraining from scratch in half the epochs; where it
+fit its training rows, it does worse (docs/search.md, "Warm start", with the figures).
 
 What is copied, by node and edge name (the derived graph keeps the supernet's names):
 
