@@ -179,6 +179,11 @@ def run_space(study: Any, data: Any, space: str, work: Path) -> dict[str, Any]:
     }
 
 
+def vs_baseline(reps: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> float:
+    """The median over repeats of ``key`` / the baseline's total in the same repeat."""
+    return _common.median([a[key] / b["total_s"] for a, b in zip(reps, base, strict=True)])
+
+
 def mean_primary(result: RetrainResult, data: Any) -> float:
     """The mean over tasks of the primary test metric (MSE on the synthetic tasks)."""
     values = result.test.primary(data.tasks).values()
@@ -277,18 +282,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row["affinity_share"] = (
             row["affinity_probe_s"] / row["search_s"] if row["searched"] else None
         )
-        row["vs_shared_bottom"] = _common.median(
-            [a["total_s"] / b["total_s"] for a, b in zip(reps, runs[BASELINE], strict=True)]
-        )
+        row["vs_shared_bottom"] = vs_baseline(reps, runs[BASELINE], "total_s")
         row["warm_vs_shared_bottom"] = (
-            _common.median(
-                [
-                    a["warm_total_s"] / b["total_s"]
-                    for a, b in zip(reps, runs[BASELINE], strict=True)
-                ]
-            )
-            if row["searched"]
-            else None
+            vs_baseline(reps, runs[BASELINE], "warm_total_s") if row["searched"] else None
         )
         row["totals_s"] = [r["total_s"] for r in reps]
         sb = runs[BASELINE][0]

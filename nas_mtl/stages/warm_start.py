@@ -64,11 +64,20 @@ def _blocks_of(net: Supernet) -> dict[str, Block]:
     return {v: block for block in net.blocks for v in block.dst}
 
 
-def _edge_scale(block: Block, u: str, v: str, users: list[str], tasks: tuple[str, ...]) -> float:
-    """ẑ of edge u -> v in a searched block (1 for gates that are not hard-concrete)."""
+def _gate_values(block: Block) -> Tensor | None:
+    """ẑ of every edge of a searched block, (rows, J, C) on the CPU; None when its gate is not
+    hard-concrete (a derived edge's fixed 1 then stands for 1)."""
     if not isinstance(block.gate, HardConcreteGate):
+        return None
+    return block.gate.eval_values().detach().cpu()
+
+
+def _edge_scale(
+    block: Block, z: Tensor | None, u: str, v: str, users: list[str], tasks: tuple[str, ...]
+) -> float:
+    """ẑ of edge u -> v, averaged over the tasks that use it when the gate is per task."""
+    if z is None:
         return 1.0
-    z = block.gate.eval_values().detach()  # (rows, J, C)
     j, c = block.src.index(u), block.dst.index(v)
     rows = [tasks.index(t) for t in users] if z.shape[0] > 1 else [0]
     return float(z[rows, j, c].mean())
@@ -107,12 +116,13 @@ def warm_start(model: Supernet, searched: Supernet) -> int:
             t.copy_(source[name][0])
             copied += t.numel() if is_param else 0
     searched_blocks = _blocks_of(searched)
+    values = {id(b): _gate_values(b) for b in searched.blocks if b.linear}  # once per block
     tasks = searched.tasks
     for block in model.blocks:
         if block.linear:
             for u, v, users in model.graph.in_edges(block.dst, data="tasks"):
                 src_block = searched_blocks[v]
-                z = _edge_scale(src_block, u, v, users or list(tasks), tasks)
+                z = _edge_scale(src_block, values[id(src_block)], u, v, users or list(tasks), tasks)
                 w = src_block.edge_weight(u, v)
                 block.edge_weight(u, v).copy_(w * z if z > 0 else w)
                 copied += w.numel()
