@@ -22,6 +22,7 @@ from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages.batches import place_split, train_batches
 from nas_mtl.stages.evaluation import autocast, task_losses, weighted_loss
 from nas_mtl.stages.search import ArchitectureStep
+from nas_mtl.stages.training import adam
 from nas_mtl.study import SearchConfig
 
 Step = Callable[[Tensor, Tensor], None]
@@ -37,9 +38,7 @@ def search_step(
     net.to(device).train()
     hooks = ArchitectureStep(net, data, cfg)
     excluded = {id(p) for p in hooks.parameters_excluded()}
-    w_opt = torch.optim.Adam(
-        [p for p in net.parameters() if id(p) not in excluded], lr=cfg.lr_weights
-    )
+    w_opt = adam([p for p in net.parameters() if id(p) not in excluded], lr=cfg.lr_weights)
     hooks.start_epoch(net, cfg.epochs - 1, 1000)  # the last epoch: past warm-up
     per_task = data.regime == "per_task"
     step_no = [0]
@@ -71,9 +70,9 @@ def search_step(
 def plain_step(
     net: Supernet, data: MultiTaskData, lr: float, device: torch.device, amp: bool
 ) -> Step:
-    """One retrain step: forward, weighted per-task losses, backward, Adam."""
+    """One retrain step: forward, weighted per-task losses, backward, the training's Adam."""
     net.to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = adam(list(net.parameters()), lr=lr)
     per_task = data.regime == "per_task"
 
     def step(x: Tensor, y: Tensor) -> None:

@@ -96,9 +96,11 @@ def _run(args: argparse.Namespace) -> int:
 
     def progress(result: RunResult) -> None:
         gates = f"  open {result.architecture['open_fraction']:.3f}" if result.searched else ""
+        n = result.retrain.get("threads")  # a fixed rule's count (docs/speed.md, "Threads")
+        threads = f", {n} thread{'s' if n != 1 else ''}" if n else ""
         print(
             f"  {result.space:<14} seed {result.seed}  mean test {result.mean_test:.4f}"
-            f"{gates}  ({result.wall_s:.1f} s)",
+            f"{gates}  ({result.wall_s:.1f} s{threads})",
             flush=True,
         )
         if result.failure:

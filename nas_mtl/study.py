@@ -103,8 +103,8 @@ class SearchConfig:
     # (tens of seconds) at the start and again when the gate state changes; off by default so
     # short searches and CPU runs do not pay it (docs/speed.md)
     compile: bool = False
-    # intra-op threads on the CPU; 0: the fastest of 1, 2, 4, … up to torch's count, measured
-    # on a few steps before the first epoch (docs/speed.md, "Threads")
+    # intra-op threads on the CPU; 0: 1, 2, 4, … up to torch's count by the step's forward
+    # FLOPs, a fixed rule so that a run repeats bit for bit (docs/speed.md, "Threads")
     threads: int = 0
 
     def __post_init__(self) -> None:

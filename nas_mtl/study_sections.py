@@ -90,7 +90,7 @@ class RetrainConfig:
     # torch.compile the training forward; off by default: the compile costs more than it
     # saves in short runs (docs/speed.md)
     compile: bool = False
-    threads: int = 0  # intra-op threads on the CPU; 0: the fastest measured, as in [search]
+    threads: int = 0  # intra-op threads on the CPU; 0: by the step's FLOPs, as in [search]
     # "scratch": fresh weights (the papers' protocol); "search": start from the searched
     # supernet's weights, so a few epochs fine-tune what the search trained (docs/search.md,
     # "Warm start"); spaces without a search start from scratch either way

@@ -48,7 +48,7 @@ def _env() -> dict[str, str]:
 def _comparable(path: Path) -> dict:
     def strip(x):
         if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in ("wall_s", "created", "threads")}
+            return {k: strip(v) for k, v in x.items() if k not in ("wall_s", "created")}
         if isinstance(x, list):
             return [strip(v) for v in x]
         return x

@@ -29,7 +29,7 @@ from nas_mtl.errors import ConfigError, TrainingError
 from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages import distributed
 from nas_mtl.stages.allocator import keep_freed_memory
-from nas_mtl.stages.batches import place_split, steps_in_epoch, steps_per_epoch, train_batches
+from nas_mtl.stages.batches import place_split, steps_in_epoch, train_batches
 from nas_mtl.stages.checkpoint import (
     history_until,
     last_epoch_checkpoint,
@@ -48,7 +48,7 @@ from nas_mtl.stages.evaluation import (
     task_losses,
     weighted_loss,
 )
-from nas_mtl.stages.threads import training_threads
+from nas_mtl.stages.threads import choose_threads, training_threads
 from nas_mtl.stages.training_hooks import EpochVerdict, TrainingHooks
 from nas_mtl.storage import append_jsonl
 
@@ -145,7 +145,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast on CUDA
     keep_checkpoints: int = 2
     compile: bool = False  # torch.compile the training forward (docs/speed.md)
-    threads: int = 0  # intra-op threads on the CPU; 0: the fastest measured (stages/threads.py)
+    threads: int = 0  # intra-op threads on the CPU; 0: by the step's FLOPs (stages/threads.py)
 
 
 _SHARED_FIELDS = (
@@ -182,36 +182,40 @@ def adam(params: list[nn.Parameter], lr: float, weight_decay: float = 0.0) -> to
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-def _weights_step(net: Supernet, data: MultiTaskData, cfg: TrainConfig) -> Callable[[], None]:
-    """One weight step of a copy of ``net`` on one training batch: what the thread count is
-    timed on (``nas_mtl.stages.threads``); the model itself is not touched."""
-    dev = resolve_device(cfg.device)
-    probe = copy.deepcopy(net).to(dev).train()
-    opt = adam(list(probe.parameters()), lr=cfg.lr)
+def step_flops(net: Supernet, data: MultiTaskData, cfg: TrainConfig) -> float:
+    """Floating-point operations of one training forward pass of ``net`` on a training batch:
+    what the thread rule reads (``nas_mtl.stages.threads``). Counted on a copy, with the RNG
+    restored, so that the model, its buffers and the training's random stream stay as they
+    were."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = copy.deepcopy(net).train()
     gen = torch.Generator().manual_seed(0)
     x, y = next(iter(train_batches(data, data.train, cfg.batch_size, 1, gen)))
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        weighted_loss(_step_losses(probe, data, x, y, dev, cfg.amp), data.tasks).backward()
-        opt.step()
-
-    return step
+    counter = FlopCounterMode(display=False)
+    with torch.random.fork_rng(devices=[]), torch.no_grad(), counter:
+        _step_losses(probe, data, x, y, torch.device("cpu"), amp=False)
+    return float(counter.get_total_flops())
 
 
 def train(net: Supernet, data: MultiTaskData, cfg: TrainConfig, **kwargs: Any) -> FitResult:
-    """:func:`train_loop` on the CPU thread count ``cfg.threads`` names, or the fastest one
-    measured (``nas_mtl.stages.threads``); the process's count is restored afterwards. Under
-    torchrun the ranks keep the count they were started with. Freed memory stays in the
-    process for the next step (``nas_mtl.stages.allocator``)."""
+    """:func:`train_loop` on the CPU thread count ``cfg.threads`` names, else the one a resumed
+    training's checkpoint recorded, else the count the step's arithmetic calls for
+    (``nas_mtl.stages.threads``); the process's count is restored afterwards. Under torchrun
+    the ranks keep the count they were started with. Freed memory stays in the process for the
+    next step (``nas_mtl.stages.allocator``)."""
     keep_freed_memory()  # activations reuse freed pages (nas_mtl/stages/allocator.py)
     stem = kwargs.get("stem", "model")
     setting = cfg.threads
     if setting == 0 and distributed.world_size() > 1:
         setting = torch.get_num_threads()
-    make_step = partial(_weights_step, net, data, cfg)
-    planned = cfg.epochs * steps_per_epoch(data, cfg.batch_size, cfg.steps_per_epoch)
-    with training_threads(setting, resolve_device(cfg.device), make_step, stem, planned) as n:
+    recorded = None
+    if kwargs.get("resume"):
+        last = last_epoch_checkpoint(kwargs.get("checkpoint_dir"), stem)
+        recorded = load_checkpoint(last).get("threads") if last is not None else None
+    dev = resolve_device(cfg.device)
+    n = choose_threads(setting, dev, partial(step_flops, net, data, cfg), recorded)
+    with training_threads(n, stem):
         return dataclasses.replace(train_loop(net, data, cfg, **kwargs), threads=n)
 
 
@@ -367,6 +371,7 @@ def train_loop(
                 "rng": torch.get_rng_state(),
                 "gen": gen.get_state(),
                 "stopper": (stopper.best, stopper.best_epoch, stopper.bad_epochs),
+                "threads": torch.get_num_threads(),  # a resume keeps it (stages/threads.py)
                 **({"cuda_rng": torch.cuda.get_rng_state(dev)} if dev.type == "cuda" else {}),
                 **hooks.state(),
             }
