@@ -56,7 +56,7 @@ from nas_mtl.study_data import load_data, space_graph  # noqa: E402
 
 def brief(status: str, width: int = 60) -> str:
     """A status short enough for a table cell (a row's ``failures`` keep the full text)."""
-    status = status.replace("no better than a constant prediction", "no better than a constant")
+    status = status.replace("worse than a constant prediction", "worse than a constant")
     status = status.split(": best validation objective")[0]
     return status if len(status) <= width else status[: width - 1] + "…"
 

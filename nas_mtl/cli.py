@@ -44,14 +44,34 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nas-mtl: interrupted; finished results are on disk", file=sys.stderr)
         return 130
-    except Exception as e:  # a bug, not a user mistake: one line, the traceback in a file
-        log_path = _crash_log(getattr(args, "out", None))
+    except Exception as e:
+        if _out_of_memory(e):  # a size the machine cannot hold: the user's to change
+            print(
+                f"nas-mtl: error: out of memory ({str(e).strip().splitlines()[0][:160]}): the "
+                "study asks for more memory than this machine has; reduce its sizes (rows, "
+                "widths, components, batch_size)",
+                file=sys.stderr,
+            )
+            return EXIT_USER_ERROR
+        log_path = _crash_log(getattr(args, "out", None))  # a bug: the traceback in a file
         print(
             f"nas-mtl: internal error ({type(e).__name__}: {e}); please report it with the "
             f"traceback in {log_path}",
             file=sys.stderr,
         )
         return EXIT_INTERNAL_ERROR
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation that failed for its size: numpy's MemoryError (or its
+    "array is too big"), torch's CPU allocator's RuntimeError or CUDA's OutOfMemoryError."""
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e)
+    return type(e).__name__ == "OutOfMemoryError" or (
+        isinstance(e, (RuntimeError, ValueError))
+        and any(s in text for s in ("can't allocate memory", "array is too big", "out of memory"))
+    )
 
 
 def _crash_log(out: Path | None) -> Path:
@@ -105,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         if result.failure:
             print(f"  {'':<14} FAILED: {result.failure}", flush=True)
-        for warning in result.search.get("warnings", []):
+        for warning in [*result.search.get("warnings", []), *result.retrain.get("warnings", [])]:
             print(f"  {'':<14} warning: {warning}", flush=True)
 
     report = run_study(

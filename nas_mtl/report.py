@@ -9,7 +9,6 @@ each searched space is compared seed by seed with the best control (docs/search.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from typing import Any
 from nas_mtl.errors import ConfigError
 from nas_mtl.report_html import report_html
 from nas_mtl.results import RunResult
-from nas_mtl.storage import write_bytes_atomic, write_json_atomic
+from nas_mtl.storage import read_json, write_bytes_atomic, write_json_atomic
 
 
 def _fmt(values: Sequence[float], digits: int = 4) -> str:
@@ -180,4 +179,4 @@ def load_report(run_dir: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"no report.json in {run_dir}; give the --out folder of a finished 'nas-mtl run'"
         )
-    return json.loads(path.read_text())
+    return read_json(path, "report", dict, keys=("results",))

@@ -63,7 +63,7 @@ class RunResult:
     search: dict[str, Any]  # {"searched": bool, epochs, best_epoch, warnings, ...}
     study_sha256: str
     wall_s: float
-    status: str = "finished"  # or "failed": metrics not finite, or no better than a constant
+    status: str = "finished"  # or "failed": metrics not finite, or worse than a constant
     failure: str | None = None  # why the run failed
     delta_m: float | None = None  # vs no_sharing of the same seed and variant (add_delta_m)
     delta_m_note: str | None = None  # why Δm is undefined, when it is
@@ -144,29 +144,46 @@ def result_summary(
             "device": result.fit.device,
             "threads": result.fit.threads,  # CPU intra-op threads (docs/speed.md, "Threads")
             "wall_s": result.fit.wall_s,
+            "warnings": [w for w in [constant_warning(data, result.fit.best_val_loss)] if w],
         },
     }
+
+
+CONSTANT_BAND = 0.01  # a validation objective within 1% of the constant's: it learned little
 
 
 def judge(data: MultiTaskData, tasks: dict[str, dict[str, Any]], best_val: float) -> str | None:
     """Why a retrained model is not a result, or None.
 
-    Not a result: a metric that is not a finite number, or a best validation objective that
-    does not beat the constant predictor (training mean / class prior; ``docs/metrics.md``).
-    Divergence that stays finite (an MSE of 1e19) fails the second test.
+    Not a result: a metric that is not a finite number, or a best validation objective more
+    than ``CONSTANT_BAND`` above that of the constant predictor (training mean / class prior;
+    ``docs/metrics.md``), where every head starts (``nas_mtl.stages.heads``): training made it
+    worse. Divergence that stays finite (an MSE of 1e19) fails the second test.
     """
     for name, v in tasks.items():
         bad = [m for m, x in {"val": v["val"], "test": v["test"]}.items() if not math.isfinite(x)]
         if bad:
             return f"task '{name}': the {bad[0]} {v['metric']} is not a finite number"
     constant = constant_objective(data)
-    if not math.isfinite(best_val) or best_val >= constant:
+    if not math.isfinite(best_val) or best_val > constant + CONSTANT_BAND * abs(constant):
         return (
-            f"no better than a constant prediction: best validation objective {best_val:.4g} "
-            f">= {constant:.4g} of predicting the training mean / class prior; check the "
-            f"learning rate, epochs and labels"
+            f"worse than a constant prediction: best validation objective {best_val:.4g} > "
+            f"{constant:.4g} of predicting the training mean / class prior, where training "
+            f"started; check the learning rate, epochs and labels"
         )
     return None
+
+
+def constant_warning(data: MultiTaskData, best_val: float) -> str | None:
+    """A note for a result that barely moved from the constant prediction it started at."""
+    constant = constant_objective(data)
+    if abs(best_val - constant) > CONSTANT_BAND * abs(constant):
+        return None
+    return (
+        f"the best validation objective {best_val:.4g} is within {CONSTANT_BAND:.0%} of the "
+        f"constant prediction's {constant:.4g}: the model learned little; train longer or "
+        f"raise the learning rate"
+    )
 
 
 def reference_cost(study: Study, data: MultiTaskData) -> dict[str, Any]:

@@ -37,8 +37,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from nas_mtl.errors import ConfigError
-from nas_mtl.storage import write_bytes_atomic, write_json_atomic
+from nas_mtl.errors import ConfigError, GraphError
+from nas_mtl.storage import read_json, write_bytes_atomic, write_json_atomic
 from nas_mtl.study import Study, load_study, parse_study
 
 STUDY_COPY = "study.toml"
@@ -270,9 +270,10 @@ def resumable(out: Path, rel: str, study_sha256: str) -> bool:
     if not (run_dir / RUN_MARKER).exists() or not context.exists():
         return False
     try:
-        return json.loads(context.read_text()).get("study_sha256") == study_sha256
-    except (OSError, json.JSONDecodeError):
+        ctx = json.loads(context.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
+    return isinstance(ctx, dict) and ctx.get("study_sha256") == study_sha256
 
 
 def study_of_run(run_dir: Path) -> tuple[Study, dict[str, Any]]:
@@ -283,10 +284,12 @@ def study_of_run(run_dir: Path) -> tuple[Study, dict[str, Any]]:
             f"{run_dir} is not a run directory (no context.json); give "
             f"OUT/<variant>/<space>/seed_<s>"
         )
-    ctx = json.loads(ctx_path.read_text())
+    ctx = read_json(ctx_path, "run context", dict, keys=("study", "variant"))
+    if not isinstance(ctx["study"], str) or not isinstance(ctx["variant"], dict):
+        raise GraphError(f"{ctx_path} is not a run context nas-mtl wrote; rerun the study")
     path = run_dir / ctx["study"]
     if path.suffix == ".json":
-        study = parse_study(json.loads(path.read_text()), str(path))
+        study = parse_study(read_json(path, "study", dict), str(path))
     else:
         study = load_study(path)
     return _data_file_from_origin(study.for_variant(ctx["variant"]), path.parent), ctx

@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 import itertools
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any, get_type_hints
 
 from nas_mtl.errors import ConfigError, did_you_mean
 from nas_mtl.model.schedules import SCHEDULES
-from nas_mtl.model.spaces import space_path
+from nas_mtl.model.spaces import check_space_params, space_path
 from nas_mtl.ranges import (
     AT_LEAST_0,
     AT_LEAST_1,
@@ -27,6 +29,7 @@ from nas_mtl.ranges import (
     TRAINING_RULES,
     check_ranges,
 )
+from nas_mtl.storage import read_toml_text
 from nas_mtl.study_sections import (
     ControlsConfig,
     DeriveConfig,
@@ -217,6 +220,7 @@ def _with_value(study: Study, key: str, value: Any, where: str = "study") -> Stu
                 f"{where}: write 'space_params.<space>.<parameter>' with a space of "
                 f"{list(study.spaces)}"
             )
+        check_space_params(space_path(space), {param: value}, f"{where}: ")
         params = {**study.space_params, space: {**study.space_params.get(space, {}), param: value}}
         return dataclasses.replace(study, space_params=params)
     if section == "data":
@@ -258,6 +262,7 @@ _NESTED = {
     "tune": TuneConfig,
 }
 _USER_KEYS = {f.name for f in dataclasses.fields(Study)} - {"path", "sha256"}
+_STUDY_HINTS = get_type_hints(Study)
 
 
 def _build(cls: type, table: Mapping[str, Any], where: str) -> Any:
@@ -279,24 +284,53 @@ def _build(cls: type, table: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: {e}") from None
 
 
+def _key(key: object) -> str:
+    """A table key as the study file writes it: bare, or quoted when it holds a dot."""
+    return key if isinstance(key, str) and key.isidentifier() else repr(key)
+
+
 def _coerce(hint: Any, value: Any, where: str) -> Any:
-    text = str(hint)
-    if value is False and "None" in text and "bool" not in text:
-        return None  # TOML has no null: `key = false` switches an optional setting off
-    if value is None and "None" in text:
-        return None  # a Python-built study saved as study.json keeps its nulls
-    if "TaskSpec" in text:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list of tables ([[data.tasks]])")
-        return tuple(_build(TaskSpec, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if text.startswith("tuple") and value is not None:
+    """``value`` checked against a field's type hint (and lists made tuples), or a ConfigError
+    naming the field, what it must be and what it got: every type a study field has."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None  # a Python-built study saved as study.json keeps its nulls
+        if value is False and bool not in args and type(None) in args:
+            return None  # TOML has no null: `key = false` switches an optional setting off
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, where)
+    origin = typing.get_origin(hint) or hint
+    if hint is TaskSpec:
+        return _build(TaskSpec, value, where)
+    if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list, got {value!r}")
-        return tuple(value)
-    if hint is int and not isinstance(value, int) or hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
-    if (hint is float or text == "float | None") and not isinstance(value, int | float):
-        raise ConfigError(f"{where} must be a number, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
+        return tuple(
+            _coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
+    if origin in (Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a table, got {value!r}")
+        key_hint, value_hint = args or (str, Any)
+        return {
+            _coerce(key_hint, k, f"{where} key"): _coerce(value_hint, v, f"{where}.{_key(k)}")
+            for k, v in value.items()
+        }
+    if origin is list and (not isinstance(value, list) or not value):
+        raise ConfigError(f"{where} must be a non-empty list of values, got {value!r}")
+    expected = {
+        bool: ("true or false", lambda v: isinstance(v, bool)),
+        int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+        float: ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+        str: ("text (a quoted string)", lambda v: isinstance(v, str)),
+    }.get(hint)
+    if expected is not None and not expected[1](value):
+        raise ConfigError(f"{where} must be {expected[0]}, got {value!r}")
     return value
 
 
@@ -319,9 +353,11 @@ def parse_study(raw: Mapping[str, Any], where: str = "study") -> Study:
         elif key in ("spaces", "seeds"):
             if not isinstance(value, list) or not value:
                 raise ConfigError(f"{where}: '{key}' must be a non-empty list, got {value!r}")
-            kwargs[key] = tuple(value)
+            kwargs[key] = _coerce(_STUDY_HINTS[key], value, f"{where}: '{key}'")
+        elif isinstance(value, Mapping):  # [sweep], [space_params]
+            kwargs[key] = _coerce(_STUDY_HINTS[key], value, f"{where} [{key}]")
         else:
-            kwargs[key] = value
+            kwargs[key] = _coerce(_STUDY_HINTS[key], value, f"{where}: '{key}'")
     study = Study(**kwargs)
     data = study.data
     if (data.name is None) == (data.file is None):
@@ -349,8 +385,8 @@ def parse_study(raw: Mapping[str, Any], where: str = "study") -> Study:
             )
         for value in values:  # a bad path or value fails now, not after the first variant
             _with_value(study, key, value, where)
-    for space in study.spaces:  # an unknown space fails now, not after hours of training
-        space_path(space)
+    for space in study.spaces:  # an unknown space or parameter fails now, not after hours
+        check_space_params(space_path(space), study.space_params.get(space, {}), f"{where} ")
     unknown = set(study.space_params) - set(study.spaces)
     if unknown:
         raise ConfigError(
@@ -361,10 +397,7 @@ def parse_study(raw: Mapping[str, Any], where: str = "study") -> Study:
 
 def load_study(path: str | Path) -> Study:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"study file not found: {path}") from None
+    text = read_toml_text(path, "study file")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

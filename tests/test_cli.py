@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -384,14 +385,27 @@ def test_json_outputs_are_strict(tmp_path):
     assert json.loads(text) == {"auc": None, "m": [1.0, None]}
 
 
-def test_an_untrained_model_is_a_failed_run_not_a_result(tmp_path, capsys):
+def test_an_untrained_model_stays_at_the_constant_with_a_warning(tmp_path, capsys):
     study = _study(tmp_path, spaces=("no_sharing",), space_params="")
     text = study.read_text().replace("lr = 3e-2", "lr = 1e-9")
     study.write_text(text)
     out = tmp_path / "out"
-    assert main(["run", str(study), "--out", str(out)]) == 1
+    assert main(["run", str(study), "--out", str(out)]) == 0  # the heads start at the constant
     captured = capsys.readouterr()
-    assert "FAILED: no better than a constant prediction" in captured.out
+    assert "warning: the best validation objective" in captured.out
+    assert "of the constant prediction's" in captured.out and "learned little" in captured.out
+    report = json.loads((out / "report.json").read_text())
+    assert report["results"][0]["status"] == "finished" and not report["failed"]
+    assert "learned little" in report["results"][0]["retrain"]["warnings"][0]
+
+
+def test_a_model_worse_than_the_constant_is_a_failed_run_not_a_result(tmp_path, capsys):
+    study = _study(tmp_path, spaces=("no_sharing",), space_params="")
+    out = tmp_path / "out"
+    with mock.patch("nas_mtl.results.constant_objective", return_value=1e-6):
+        assert main(["run", str(study), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED: worse than a constant prediction" in captured.out
     assert "1 run(s) failed" in captured.err
     report = json.loads((out / "report.json").read_text())
     assert report["results"][0]["status"] == "failed" and len(report["failed"]) == 1

@@ -270,7 +270,7 @@ def table_run(tmp_path_factory) -> Path:
     _people().to_csv(root / "people.csv", index=False)
     (root / "study.toml").write_text(STUDY)
     code = main(["run", str(root / "study.toml"), "--out", str(root / "out")])
-    assert code in (0, 1)  # 1: a run no better than a constant, which still has its files
+    assert code in (0, 1)  # 1: a run worse than a constant, which still has its files
     return root / "out" / "default" / "snr_trans" / "seed_0"
 
 

@@ -58,7 +58,10 @@ def test_mmoe_synthetic_sweeps_rho():
             {**BASE, "search": {"lr_weight": 1.0}},
             "unknown key 'lr_weight' (did you mean 'lr_weights'?)",
         ),
-        ({**BASE, "retrain": {"epochs": "ten"}}, "study [retrain].epochs must be int, got 'ten'"),
+        (
+            {**BASE, "retrain": {"epochs": "ten"}},
+            "study [retrain].epochs must be an integer, got 'ten'",
+        ),
         (
             {**BASE, "retrain": {"init": "serch"}},
             "[retrain] init = 'serch' is not one of scratch, search (did you mean 'search'?)",

@@ -8,7 +8,9 @@ is reported with its full path and where the data set comes from.
 from __future__ import annotations
 
 import os
+import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +52,21 @@ def _extension(path: Path) -> str:
     return "".join(path.suffixes) or "(none)"
 
 
+def _head(path: Path, n: int) -> bytes:
+    with path.open("rb") as f:
+        return f.read(n)
+
+
 def _read_npz(path: Path) -> pd.DataFrame:
+    if _head(path, 2) != b"PK":  # an NPZ file is a zip archive
+        raise DataError(
+            f"{path} is not an NPZ archive (not a zip file); write the table with "
+            "np.savez(path, column=array, ...), or give a .csv name to a CSV text"
+        )
     try:
         archive = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # a damaged archive
+        raise DataError(f"{path}: cannot read the NPZ archive ({exc})") from None
     except ValueError as exc:  # object arrays need pickle, which we refuse
         raise DataError(
             f"{path}: cannot read the NPZ file without pickle ({exc}); save string columns as "
@@ -108,13 +122,10 @@ def read_frame(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
             ) from None
         except LookupError:
             raise ConfigError(f"{path}: unknown text encoding {encoding!r}") from None
+        except pd.errors.ParserError as e:
+            raise DataError(_csv_parse_error(path, e)) from None
     elif ext == ".parquet":
-        try:
-            frame = pd.read_parquet(path)
-        except ImportError:
-            raise ConfigError(
-                "reading Parquet needs pyarrow; install it with pip install 'nas-mtl[parquet]'"
-            ) from None
+        frame = _read_parquet(path)
     else:
         frame = _read_npz(path)
     if len(frame) == 0:
@@ -123,6 +134,38 @@ def read_frame(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
         )
     frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+def _csv_parse_error(path: Path, e: Exception) -> str:
+    """pandas' tokenizer message as the row to fix (its line numbers count the header as 1)."""
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+    if found:
+        expected, line, saw = found.groups()
+        return (
+            f"{path}: line {line} has {saw} fields where the header has {expected}; fix that "
+            "row (a value that holds a comma needs double quotes)"
+        )
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"{path} is not a CSV table nas-mtl can read ({first}); check its quoting and rows"
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "reading Parquet needs pyarrow; install it with pip install 'nas-mtl[parquet]'"
+        ) from None
+    if _head(path, 4) != b"PAR1":
+        raise DataError(
+            f"{path} is not a Parquet file (it does not start with Parquet's magic bytes); "
+            "give a .csv name to a CSV text, or write the table with DataFrame.to_parquet"
+        )
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: cannot read the Parquet file ({first})") from None
 
 
 def _float32_is_enough(column: pd.Series) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from nas_mtl.model.graph import (
     new_graph,
     validate,
 )
+from nas_mtl.storage import read_toml_text
 
 LAYER_KEYS = {
     "repeat",
@@ -98,7 +99,7 @@ class SpaceFile:
 def load_space(space: str | Path) -> SpaceFile:
     path = space_path(space)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(read_toml_text(path, "search-space file"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     _check_keys(raw, TOP_KEYS, f"{path}")
@@ -155,6 +156,51 @@ def _gate(table: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
     return gate_spec(kind, scope, group, **table)
 
 
+def _kind_of(default: Any) -> tuple[str, Callable[[Any], bool]]:
+    """What a parameter with this default may be set to: its default's type (an integer where
+    the default is one, any number where it is a float or an off-switch ``false``)."""
+    number = lambda v: isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
+    if isinstance(default, bool):
+        return "true, false or a number", lambda v: isinstance(v, bool) or number(v)
+    if isinstance(default, int):
+        return "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, float):
+        return "a number", number
+    if isinstance(default, str):
+        return "text (a quoted string)", lambda v: isinstance(v, str)
+    if isinstance(default, list):
+        if default and all(isinstance(d, int) and not isinstance(d, bool) for d in default):
+            ints = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+            return "a list of integers", lambda v: isinstance(v, list) and all(map(ints, v))
+        return "a list", lambda v: isinstance(v, list)
+    return "a value", lambda v: True
+
+
+def check_space_params(
+    space: str | Path | SpaceFile, params: Mapping[str, Any], where: str = ""
+) -> None:
+    """Every key of ``params`` is a ``[params]`` entry of the space file, of its default's type
+    (checked when a study is read, so a typo fails before any training)."""
+    sf = space if isinstance(space, SpaceFile) else load_space(space)
+    if not isinstance(params, Mapping):
+        raise ConfigError(
+            f"{where}[space_params] {sf.name} must be a table of its parameters, got {params!r}"
+        )
+    for key, value in params.items():
+        if key not in sf.params:
+            raise ConfigError(
+                f"{where}search space '{sf.name}' has no parameter '{key}'"
+                f"{did_you_mean(key, sf.params)}; its parameters: "
+                f"{', '.join(sf.params) or 'none'}"
+            )
+        what, ok = _kind_of(sf.params[key])
+        if not ok(value):
+            raise ConfigError(
+                f"{where}[space_params] {sf.name}.{key} must be {what} (its default is "
+                f"{sf.params[key]!r}), got {value!r}"
+            )
+
+
 def build_space(
     space: str | Path, input_shape: Sequence[int], tasks: Mapping[str, int], **overrides: Any
 ) -> nx.DiGraph:
@@ -164,13 +210,7 @@ def build_space(
     an unknown override is an error with a did-you-mean.
     """
     sf = load_space(space)
-    for key in overrides:
-        if key not in sf.params:
-            raise ConfigError(
-                f"search space '{sf.name}' has no parameter '{key}'"
-                f"{did_you_mean(key, sf.params)}; its parameters: "
-                f"{', '.join(sf.params) or 'none'}"
-            )
+    check_space_params(sf, overrides)
     params = {**sf.params, **overrides, "tasks": len(tasks), "input_width": int(input_shape[0])}
     where = str(sf.path)
     if "groups" in params:

@@ -19,6 +19,7 @@ import torch
 from nas_mtl.data import MultiTaskData
 from nas_mtl.model.supernet import Supernet, learned_gates
 from nas_mtl.stages.evaluation import Evaluation, evaluate, resolve_device
+from nas_mtl.stages.heads import start_at_constant
 from nas_mtl.stages.training import FitResult, train, train_config
 from nas_mtl.stages.warm_start import warm_start
 from nas_mtl.study import RetrainConfig
@@ -63,6 +64,8 @@ def retrain(
     model = build_model(graph, seed, data.regime)
     if cfg.init == "search" and searched is not None and learned_gates(searched):
         warm_start(model, searched)
+    else:
+        start_at_constant(model, data)  # the first prediction: the constant (stages/heads.py)
     fit = train(
         model,
         data,
