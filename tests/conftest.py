@@ -7,8 +7,11 @@ except in CI (``$CI`` set), where a missing data folder fails the run instead of
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,12 @@ import pytest
 from nas_mtl.results import RunResult, TaskScore
 
 REPO = Path(__file__).resolve().parent.parent
+# torch.compile's kernels go to a folder of this test session: Inductor's shared cache
+# (/tmp/torchinductor_<user>) keys its kernels without ATen's CPU capability, so a kernel built
+# for AVX-512 was reused under ATEN_CPU_CAPABILITY=avx2 and failed an index check
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="nas_mtl_inductor_")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 DATA_SETS = ("census_income", "omniglot", "mnist", "fashion_mnist")
 
 
