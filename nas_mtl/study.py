@@ -350,14 +350,11 @@ def parse_study(raw: Mapping[str, Any], where: str = "study") -> Study:
             kwargs[key] = _build(_NESTED[key], value, f"{where} [{key}]")
         elif key == "sweep" and not isinstance(value, Mapping):
             raise ConfigError(f"{where}: [sweep] must be a table of dotted paths to lists")
-        elif key in ("spaces", "seeds"):
-            if not isinstance(value, list) or not value:
-                raise ConfigError(f"{where}: '{key}' must be a non-empty list, got {value!r}")
-            kwargs[key] = _coerce(_STUDY_HINTS[key], value, f"{where}: '{key}'")
-        elif isinstance(value, Mapping):  # [sweep], [space_params]
-            kwargs[key] = _coerce(_STUDY_HINTS[key], value, f"{where} [{key}]")
-        else:
-            kwargs[key] = _coerce(_STUDY_HINTS[key], value, f"{where}: '{key}'")
+        elif key in ("spaces", "seeds") and (not isinstance(value, list) or not value):
+            raise ConfigError(f"{where}: '{key}' must be a non-empty list, got {value!r}")
+        else:  # a table ([sweep], [space_params]) is named as one
+            label = f"{where} [{key}]" if isinstance(value, Mapping) else f"{where}: '{key}'"
+            kwargs[key] = _coerce(_STUDY_HINTS[key], value, label)
     study = Study(**kwargs)
     data = study.data
     if (data.name is None) == (data.file is None):

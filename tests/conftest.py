@@ -119,3 +119,13 @@ def make_result():
 @pytest.fixture
 def as_report():
     return _report
+
+
+def without_measured(value):
+    """A JSON value with every ``wall_s`` and ``created`` left out: what two runs of one
+    command must agree on bit for bit (docs/runs.md)."""
+    if isinstance(value, dict):
+        return {k: without_measured(v) for k, v in value.items() if k not in ("wall_s", "created")}
+    if isinstance(value, list):
+        return [without_measured(v) for v in value]
+    return value

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import without_measured
+
 STUDY = """name = "repeat"
 spaces = ["no_sharing", "shared_bottom", "mmoe", "snr_trans", "snr_aver", "gumbel_matrix"]
 seeds = [0]
@@ -37,14 +39,7 @@ batch_size = 32
 
 
 def _metrics(report: Path) -> list[dict]:
-    def strip(x):
-        if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in ("wall_s", "created")}
-        if isinstance(x, list):
-            return [strip(v) for v in x]
-        return x
-
-    return strip(json.loads(report.read_text())["results"])
+    return without_measured(json.loads(report.read_text())["results"])
 
 
 def _run(study: Path, out: Path, hash_seed: str) -> None:

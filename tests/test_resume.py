@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import without_measured
+
 STUDY = """name = "resume"
 spaces = ["snr_trans"]
 seeds = [0]
@@ -46,14 +48,7 @@ def _env() -> dict[str, str]:
 
 
 def _comparable(path: Path) -> dict:
-    def strip(x):
-        if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items() if k not in ("wall_s", "created")}
-        if isinstance(x, list):
-            return [strip(v) for v in x]
-        return x
-
-    return strip(json.loads(path.read_text()))
+    return without_measured(json.loads(path.read_text()))
 
 
 @pytest.fixture(scope="module")
