@@ -27,6 +27,17 @@ def _common(p: argparse.ArgumentParser, out: bool = True) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log each epoch")
 
 
+def seed_value(text: str) -> int:
+    """A ``--seed``: a whole number >= 0 (torch and numpy seed their generators with it)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number >= 0, got {text!r}") from None
+    if not 0 <= seed < 2**63:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number in [0, 2^63), got {seed}")
+    return seed
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nas-mtl", description="Search how multi-task networks should share parameters."
@@ -37,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", type=Path)
     p.add_argument(
         "--seed",
-        type=int,
+        type=seed_value,
         action="append",
         help="seed(s) to run instead of the study's (repeat the flag for several)",
     )
@@ -54,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search one space of a study (writes supernet + logs)")
     p.add_argument("study", type=Path)
     p.add_argument("--space", required=True)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=seed_value, default=None)
     _common(p)
     p = sub.add_parser("derive", help="derive architecture.json from a searched run directory")
     p.add_argument("run_dir", type=Path)

@@ -356,6 +356,9 @@ def parse_study(raw: Mapping[str, Any], where: str = "study") -> Study:
             label = f"{where} [{key}]" if isinstance(value, Mapping) else f"{where}: '{key}'"
             kwargs[key] = _coerce(_STUDY_HINTS[key], value, label)
     study = Study(**kwargs)
+    bad_seeds = [s for s in study.seeds if not 0 <= s < 2**63]
+    if bad_seeds:
+        raise ConfigError(f"{where}: seeds must be whole numbers >= 0, got {bad_seeds}")
     data = study.data
     if (data.name is None) == (data.file is None):
         raise ConfigError(f"{where} [data]: give either 'name' (a built-in data set) or 'file'")

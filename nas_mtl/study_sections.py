@@ -189,7 +189,9 @@ class TuneConfig:
         if not isinstance(self.params, Mapping):
             raise ConfigError(f"{where} params must be a table ([tune.params]), got {self.params}")
         seeds = tuple(self.seeds)
-        if any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-            raise ConfigError(f"{where} seeds must be whole numbers, got {list(seeds)}")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+            raise ConfigError(f"{where} seeds must be whole numbers >= 0, got {list(seeds)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"{where} seed must be a whole number >= 0, got {self.seed!r}")
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"{where} seeds lists a seed twice: {list(seeds)}")

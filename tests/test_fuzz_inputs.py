@@ -82,6 +82,7 @@ FIELDS = {
     "report": ["plots", "cluster"],
     "data": ["name", "params", "file", "tasks", "split_column", "features", "sweep"],
     "data.params": ["n_train", "n_val", "n_test", "input_dim", "groups", "rho", "m", "inputs"],
+    "tune": ["seed", "seeds", "space", "objective", "directions", "pick", "pruner", "params"],
 }
 
 # values a user may well write, so that a good share of examples train and report
@@ -114,8 +115,10 @@ PLAUSIBLE = {
         "init": ["search"],
         "threads": [1, 2],
     },
+    "": {"seeds": [[-1], [0, 0], [2**63 - 1], [1, 2]], "spaces": [["gumbel_matrix", "mmoe"]]},
     "derive": {"samples": [0, 2], "pool": ["none"]},
     "controls": {"random": [0, 1]},
+    "tune": {"seed": [-1, 3], "seeds": [[-2], [0, 1]], "space": ["gumbel_matrix", "nope"]},
     "report": {"plots": [True], "cluster": [True]},
     "data.params": {
         "n_train": [1, 2, 17],
@@ -417,3 +420,23 @@ def test_generated_tables_for_predict(tmp_path_factory, capsys, csv_run, table):
     (tmp / name).write_bytes(data)
     out = tmp / "out" / "predictions.csv"
     _check(tmp, capsys, ["predict", str(csv_run), str(tmp / name), "--out", str(out)])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "study.toml", "--seed", "-1"],
+        ["run", "study.toml", "--seed", "x"],
+        ["search", "study.toml", "--space", "snr_trans", "--seed", "-3"],
+        ["derive", "nowhere", "--samples", "many"],
+        ["tune", "study.toml", "--trials", "0"],
+    ],
+)
+def test_command_line_values_out_of_range(tmp_path, capsys, argv):
+    (tmp_path / "study.toml").write_text(tomli_w.dumps(BASE))
+    argv = [str(tmp_path / a) if a in ("study.toml", "nowhere") else a for a in argv]
+    with pytest.raises(SystemExit) as done:  # argparse's own usage error, or ours
+        raise SystemExit(main(argv))
+    err = capsys.readouterr().err
+    assert done.value.code == 2, err
+    assert "internal error" not in err and "Traceback" not in err, err
