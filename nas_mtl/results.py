@@ -157,8 +157,9 @@ def judge(data: MultiTaskData, tasks: dict[str, dict[str, Any]], best_val: float
 
     Not a result: a metric that is not a finite number, or a best validation objective more
     than ``CONSTANT_BAND`` above that of the constant predictor (training mean / class prior;
-    ``docs/metrics.md``), where every head starts (``nas_mtl.stages.heads``): training made it
-    worse. Divergence that stays finite (an MSE of 1e19) fails the second test.
+    ``docs/metrics.md``), next to which every model retrained from scratch starts
+    (``nas_mtl.stages.heads``): training made it worse. Divergence that stays finite (an MSE
+    of 1e19) fails the second test.
     """
     for name, v in tasks.items():
         bad = [m for m, x in {"val": v["val"], "test": v["test"]}.items() if not math.isfinite(x)]
@@ -168,8 +169,8 @@ def judge(data: MultiTaskData, tasks: dict[str, dict[str, Any]], best_val: float
     if not math.isfinite(best_val) or best_val > constant + CONSTANT_BAND * abs(constant):
         return (
             f"worse than a constant prediction: best validation objective {best_val:.4g} > "
-            f"{constant:.4g} of predicting the training mean / class prior, where training "
-            f"started; check the learning rate, epochs and labels"
+            f"{constant:.4g} of predicting the training mean / class prior (where a model "
+            f"retrained from scratch starts); check the learning rate, epochs and labels"
         )
     return None
 
