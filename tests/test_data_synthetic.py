@@ -114,3 +114,41 @@ def test_shapes_names_and_determinism() -> None:
 def test_invalid_params(params: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_dataset("synthetic", **{**SMALL, **params})
+
+
+@pytest.mark.parametrize("inputs", ["shared", "per_task"])
+def test_label_units_and_binary_tasks_keep_the_same_task_set(inputs):
+    """Other units scale and shift the regression labels; a binary task is 1[y > 0] of the
+    same target; inputs and every other label stay as they were."""
+    kw = dict(n_train=300, n_val=50, n_test=50, input_dim=8, groups=[2, 2], inputs=inputs)
+    plain = load_dataset("synthetic", **kw)
+    other = load_dataset("synthetic", **kw, label_scale=100.0, label_offset=1000.0, binary=[1])
+    assert [t.type for t in other.tasks] == ["regression", "binary", "regression", "regression"]
+    for split in ("train", "val", "test"):
+        a, b = getattr(plain, split), getattr(other, split)
+        ya = [a.y[:, t] for t in range(4)] if inputs == "shared" else list(a.y)
+        yb = [b.y[:, t] for t in range(4)] if inputs == "shared" else list(b.y)
+        for t in (0, 2, 3):
+            torch.testing.assert_close(yb[t], ya[t] * 100 + 1000, rtol=1e-6, atol=1e-3)
+        assert torch.equal(yb[1], (ya[1] > 0).float())
+        assert 0.05 < float(yb[1].mean()) < 0.95  # both classes present
+        xa = a.x if inputs == "shared" else a.x[0]
+        xb = b.x if inputs == "shared" else b.x[0]
+        assert torch.equal(xa, xb)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"binary": [4]}, "binary must be a list of distinct task indices in 0..3"),
+        ({"binary": [0, 0]}, "binary must be a list of distinct task indices"),
+        ({"binary": "0"}, "binary must be a list"),
+        ({"label_scale": 0.0}, "label_scale"),
+        ({"label_offset": float("nan")}, "label_offset"),
+    ],
+)
+def test_bad_label_parameters_name_the_rule(params, message):
+    with pytest.raises(ConfigError, match=message):
+        load_dataset(
+            "synthetic", n_train=8, n_val=4, n_test=4, input_dim=8, groups=[2, 2], **params
+        )

@@ -112,6 +112,24 @@ def synthetic_task_weights(
     return np.stack(weights)
 
 
+def _check_binary(binary: object, n_tasks: int) -> np.ndarray:
+    """``binary`` as a boolean mask over the tasks, or a ConfigError naming the rule."""
+    if (
+        isinstance(binary, (str, bytes))
+        or not isinstance(binary, Sequence)
+        or any(isinstance(t, bool) or not isinstance(t, int) for t in binary)
+        or any(not 0 <= t < n_tasks for t in binary)
+        or len(set(binary)) != len(binary)
+    ):
+        raise ConfigError(
+            "data set 'synthetic': binary must be a list of distinct task indices in "
+            f"0..{n_tasks - 1} (tasks in group order), e.g. [0, 2]; got binary={binary!r}"
+        )
+    mask = np.zeros(n_tasks, dtype=bool)
+    mask[list(binary)] = True
+    return mask
+
+
 def synthetic_sinusoids(m: int, sinusoids: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(α, β)`` of the ``m`` sinusoids: seeded N(0, 1) draws, or ``α_i = i, β_i = (i − 1)²``."""
     check_int("synthetic", "m", m, minimum=0)
@@ -152,6 +170,9 @@ def synthetic(
     noise: float = 0.01,
     within_group: str = "anchor",
     inputs: str = "shared",
+    label_scale: float = 1.0,
+    label_offset: float = 0.0,
+    binary: Sequence[int] = (),
 ) -> MultiTaskData:
     """Regression tasks in groups (MMoE §3.2); task ``g{group}_t{index}`` (``data_dir`` unused).
 
@@ -170,13 +191,25 @@ def synthetic(
             ``"per_task"`` (each task draws its own ``n`` rows): with per-task inputs a group
             that shares a trunk sees more distinct inputs, so sharing pays as it does when
             tasks come from different data sets.
+        label_scale, label_offset: regression labels in other units, ``y · scale + offset``
+            (the same task set in a user's units: metrics scale, relatedness does not).
+        binary: indices of tasks (in group order) whose label is ``1[y > 0]`` instead of
+            ``y``: binary tasks of the same relatedness (``y`` has mean about 0).
     """
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         check_int("synthetic", name, value, minimum=1 if name == "n_train" else 0)
     check_float("synthetic", "noise", noise, low=0.0, high=float("inf"))
     groups = _check_groups(groups)
     check_choice("synthetic", "inputs", inputs, INPUTS)
+    check_float("synthetic", "label_scale", label_scale, low=0.0, high=1e30, low_open=True)
+    check_float("synthetic", "label_offset", label_offset, low=-1e30, high=1e30)
     w = synthetic_task_weights(input_dim, groups, rho, c=c, within_group=within_group, seed=seed)
+    is_binary = _check_binary(binary, w.shape[0])
+
+    def labels(y: np.ndarray, binary_mask: np.ndarray) -> np.ndarray:
+        """Raw targets in the tasks' units: 1[y > 0] for binary tasks, y · scale + offset."""
+        return np.where(binary_mask, y > 0, y * label_scale + label_offset)
+
     alpha, beta = synthetic_sinusoids(m, sinusoids, seed)
     splits: list[SharedSplit | PerTaskSplit] = []
     for k, n in enumerate((n_train, n_val, n_test)):
@@ -184,7 +217,7 @@ def synthetic(
         if inputs == "shared":
             x = rng.standard_normal((n, input_dim))
             eps = noise * rng.standard_normal((n, w.shape[0]))
-            y = _targets(x, w, alpha, beta, eps)
+            y = labels(_targets(x, w, alpha, beta, eps), is_binary)  # (N, T)
             splits.append(SharedSplit(_f32(x), _f32(y)))
             continue
         xs, ys = [], []
@@ -192,10 +225,11 @@ def synthetic(
             x = rng.standard_normal((n, input_dim))
             eps = noise * rng.standard_normal((n, 1))
             xs.append(_f32(x))
-            ys.append(_f32(_targets(x, w[t : t + 1], alpha, beta, eps)[:, 0]))
+            ys.append(_f32(labels(_targets(x, w[t : t + 1], alpha, beta, eps)[:, 0], is_binary[t])))
         splits.append(PerTaskSplit(tuple(xs), tuple(ys)))
+    names = [f"g{g}_t{j}" for g, size in enumerate(groups) for j in range(size)]
     tasks = tuple(
-        TaskSpec(f"g{g}_t{j}", "regression") for g, size in enumerate(groups) for j in range(size)
+        TaskSpec(name, "binary" if is_binary[t] else "regression") for t, name in enumerate(names)
     )
     return MultiTaskData(
         "synthetic",
