@@ -11,9 +11,10 @@ CRLF, or the right text under the wrong extension. Valid values are kept small s
 example trains in well under a second: a huge but valid ``epochs`` would run as asked (sizes
 beyond the machine's memory are their own test below).
 
-``NAS_MTL_FUZZ_EXAMPLES`` sets the number of examples per test (CI: the defaults below,
-under two minutes together); the ``slow`` profile of a longer run is
-``NAS_MTL_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz_inputs.py``.
+``NAS_MTL_FUZZ_EXAMPLES`` sets the number of examples per test (CI: the defaults below, a
+fixed derandomized set, seconds in all); a longer random run is
+``NAS_MTL_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz_inputs.py``. It is an environment variable,
+not a pytest marker, because hypothesis fixes a test's settings when the module is imported.
 """
 
 from __future__ import annotations
