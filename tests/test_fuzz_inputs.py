@@ -441,3 +441,19 @@ def test_command_line_values_out_of_range(tmp_path, capsys, argv):
     err = capsys.readouterr().err
     assert done.value.code == 2, err
     assert "internal error" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"space_params": {"shared_bottom": {"width": 2**40}}},  # torch cannot allocate it
+        {"data": {"name": "synthetic", "params": {"n_train": 2**40, "input_dim": 4}}},  # numpy
+    ],
+)
+def test_sizes_beyond_the_machine_are_an_answer(tmp_path, capsys, edit):
+    doc = {**json.loads(json.dumps(BASE)), **edit}
+    (tmp_path / "study.toml").write_text(tomli_w.dumps(doc))
+    code = main(["run", str(tmp_path / "study.toml"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "nas-mtl: error: out of memory" in err and "reduce its sizes" in err, err
