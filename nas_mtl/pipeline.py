@@ -19,7 +19,7 @@ import torch
 
 import nas_mtl
 from nas_mtl.controls import run_random_control
-from nas_mtl.data import MultiTaskData
+from nas_mtl.data import MultiTaskData, standardize_targets
 from nas_mtl.errors import ConfigError
 from nas_mtl.model.cost import graph_costs
 from nas_mtl.model.graph_files import load_architecture, load_graph, save_architecture, save_graph
@@ -186,7 +186,12 @@ def run_one(
     out: Path,
     progress: bool = False,
 ) -> RunResult:
-    """All stages for one space and seed; returns its result (also written to result.json)."""
+    """All stages for one space and seed; returns its result (also written to result.json).
+
+    Regression labels are trained in the model's units and reported in the user's
+    (``nas_mtl.data.targets``; data loaded by :func:`load_data` already are).
+    """
+    data = standardize_targets(data)
     start = time.perf_counter()
     rel = run_rel(variant, space, seed)
     run_dir = out / rel

@@ -12,7 +12,13 @@ from typing import Any
 
 import networkx as nx
 
-from nas_mtl.data import MultiTaskData, load_dataset, load_per_task_table, load_table
+from nas_mtl.data import (
+    MultiTaskData,
+    load_dataset,
+    load_per_task_table,
+    load_table,
+    standardize_targets,
+)
 from nas_mtl.model.spaces import build_space
 from nas_mtl.study import Study
 
@@ -20,10 +26,11 @@ from nas_mtl.study import Study
 def load_data(
     study: Study, variant: Mapping[str, Any], seed: int, data_dir: str | Path | None = None
 ) -> MultiTaskData:
-    """The study's data for one sweep variant, checked complete before any training."""
+    """The study's data for one sweep variant, checked complete before any training, its
+    regression targets in the model's units (``nas_mtl.data.targets``)."""
     data = _load(study, variant, seed, data_dir)
     data.check_complete()
-    return data
+    return standardize_targets(data)
 
 
 def _load(

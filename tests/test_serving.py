@@ -341,7 +341,12 @@ def test_predict_writes_every_task_for_new_rows(table_run, tmp_path, capsys):
     assert x[0, 1:4].tolist() == [0.0, 0.0, 0.0]
     with torch.no_grad():
         y = net(torch.from_numpy(x))
-    np.testing.assert_allclose(pred["income"], y["income"][:, 0].numpy(), rtol=1e-5, atol=1e-5)
+    # the regression task in its labels' units: the model's output mapped by the saved scale
+    scale = pre.targets["income"]
+    assert scale.std > 1 and abs(scale.mean) > 10  # the table's income has mean ~50
+    expected = scale.mean + scale.std * y["income"][:, 0].double().numpy()
+    np.testing.assert_allclose(pred["income"], expected, rtol=1e-6)
+    assert set(pre.targets) == {"income"}  # class labels are never rescaled
     np.testing.assert_allclose(pred["high_prob"], torch.sigmoid(y["high"][:, 0]).numpy(), atol=1e-6)
     probs = torch.softmax(y["tier"], dim=1).numpy()
     np.testing.assert_allclose(pred[[f"tier_prob_{k}" for k in range(3)]], probs, atol=1e-6)
@@ -359,6 +364,15 @@ def test_export_command_writes_a_program_of_the_run(table_run, tmp_path, capsys)
     x = torch.randn(4, 5)
     with torch.no_grad():
         torch.testing.assert_close(torch.export.load(out).module()(x), net(x)["tier"])
+    # every task: the regression output in its labels' units, like predict's
+    every = tmp_path / "all.pt2"
+    assert main(["export", str(table_run), "--out", str(every)]) == 0
+    net, pre = load_run_model(table_run)
+    with torch.no_grad():
+        got, raw = torch.export.load(every).module()(x), net(x)
+    scale = pre.targets["income"]
+    torch.testing.assert_close(got["income"], scale.mean + scale.std * raw["income"])
+    torch.testing.assert_close(got["high"], raw["high"])
     assert main(["export", str(table_run), "--task", "tiers"]) == 2
     assert "did you mean 'tier'" in capsys.readouterr().err
 

@@ -35,8 +35,12 @@ from nas_mtl.data.omniglot import GUMBEL_MATRIX_ALPHABETS, omniglot, omniglot_al
 from nas_mtl.data.registry import DATASETS, dataset_params, load_dataset
 from nas_mtl.data.synthetic import synthetic, synthetic_sinusoids, synthetic_task_weights
 from nas_mtl.data.tabular import load_per_task_table, load_table
+from nas_mtl.data.targets import TargetScale, fit_target_scales, standardize_targets
 
 __all__ = [
+    "TargetScale",
+    "fit_target_scales",
+    "standardize_targets",
     "COLLEGE_OR_HIGHER",
     "DATASETS",
     "DATA_DIR_ENV",

@@ -10,7 +10,7 @@ Everything lives in tensors; batches are index slices, never per-row Python obje
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ from nas_mtl.tasks import TaskSpec
 
 if TYPE_CHECKING:
     from nas_mtl.data.encoding import FeatureEncoding
+    from nas_mtl.data.targets import TargetScale
 
 __all__ = [
     "MultiTaskData",
@@ -142,6 +143,9 @@ class MultiTaskData:
     feature_names: tuple[str, ...] = ()
     # table data: the fitted standardization and vocabularies (saved for serving)
     encoding: FeatureEncoding | None = field(default=None, compare=False, repr=False)
+    # regression labels in the model's units: each task's scale back to the user's
+    # (None: labels as given; nas_mtl.data.targets.standardize_targets sets it)
+    targets: Mapping[str, TargetScale] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))

@@ -3,7 +3,8 @@
 The exported program holds the packed steps as an ATen graph with its weights, and a batch
 dimension of any size: ``torch.export.load(path).module()(x)`` returns ``{task: (B, out)}``
 (all tasks) or one ``(B, out)`` tensor (``--task``) in any Python with torch, nas-mtl not
-installed. Inputs are the encoded features of ``preprocessing.json`` (docs/serving.md).
+installed. Inputs are the encoded features of ``preprocessing.json`` (docs/serving.md);
+regression outputs are in the units of the training labels (:mod:`nas_mtl.serving.user_units`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from nas_mtl.errors import ConfigError, did_you_mean
 from nas_mtl.rundir import safe_name
 from nas_mtl.serving.packed import DEFAULT_BATCH_HINT, PackedModel, ServedAsIs, serving_model
 from nas_mtl.serving.run_model import load_run_model
+from nas_mtl.serving.user_units import InUserUnits
 from nas_mtl.storage import write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -88,14 +90,14 @@ def export_run(
         )
     tasks = tuple(net.tasks) if task is None else (task,)
     model: nn.Module = serving_model(net, tasks, batch_hint=batch_hint)
+    packed = isinstance(model, PackedModel)
     if isinstance(model, ServedAsIs):
         log.warning("exporting the pruned model as it is: %s", model.reason)
+    if pre.targets:  # regression outputs in the labels' units (docs/serving.md)
+        model = InUserUnits(model, pre.targets)
     if task is not None:
         model = OneTask(model, task)
     if out is None:
         out = run_dir / ("model.pt2" if task is None else f"model.{safe_name(task)}.pt2")
     path = export_program(model, tuple(net.input_shape), out)
-    packed = isinstance(model, PackedModel) or isinstance(
-        getattr(model, "model", None), PackedModel
-    )
     return Exported(path, tasks, packed, tuple(net.input_shape))

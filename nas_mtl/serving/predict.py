@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nas_mtl.data import read_frame
+from nas_mtl.data import TargetScale, read_frame
 from nas_mtl.errors import ConfigError, DataError, did_you_mean
 from nas_mtl.serving.packed import serving_model
 from nas_mtl.serving.preprocessing import Preprocessing
@@ -43,10 +43,12 @@ def default_output(data: Path) -> Path:
     return data.with_name(f"{stem}.predictions.csv")
 
 
-def _columns(spec: TaskSpec, out: torch.Tensor) -> dict[str, np.ndarray]:
-    """A task's output columns from its logits or values (B, out_dim)."""
+def _columns(spec: TaskSpec, out: torch.Tensor, scale: TargetScale | None) -> dict[str, np.ndarray]:
+    """A task's output columns from its logits or values (B, out_dim); a regression value in
+    the labels' units."""
     if spec.type == "regression":
-        return {spec.name: out[:, 0].double().numpy()}
+        value = out[:, 0].double() if scale is None else scale.to_user(out[:, 0])
+        return {spec.name: value.numpy()}
     if spec.type == "binary":
         p = torch.sigmoid(out[:, 0].double())
         return {f"{spec.name}_prob": p.numpy(), f"{spec.name}_class": (p >= 0.5).long().numpy()}
@@ -93,7 +95,8 @@ def predict_frame(
     columns: dict[str, np.ndarray] = {"row": np.arange(len(frame))}
     row_task = _row_tasks(frame, pre, where)
     for t, spec in enumerate(pre.tasks):
-        for name, values in _columns(spec, torch.cat(outs[spec.name])).items():
+        scale = pre.targets.get(spec.name)
+        for name, values in _columns(spec, torch.cat(outs[spec.name]), scale).items():
             if row_task is not None:  # other tasks' rows: empty cells
                 values = pd.array(values).astype("Float64" if values.dtype.kind == "f" else "Int64")
                 values[row_task != t] = pd.NA

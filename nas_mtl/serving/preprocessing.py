@@ -5,14 +5,17 @@ statistics were fitted on the training rows of the study's table (:mod:`nas_mtl.
 Retraining writes them into the run directory with the tasks (names, types, classes, label
 columns) and the data regime, and ``nas-mtl predict`` encodes new rows with them exactly as
 training did: numbers ``(v - mean) / std`` in float64 then float32, categories one-hot over the
-saved vocabulary; a category the vocabulary lacks gets all zeros. The file format is in
-docs/serving.md ("preprocessing.json").
+saved vocabulary; a category the vocabulary lacks gets all zeros. Each regression task's
+``target`` (mean, std) maps the model's outputs back to the user's units
+(:mod:`nas_mtl.data.targets`); every run saves it, built-in data sets included, and a file
+without it (runs before targets were standardized) means outputs already in the user's units.
+The file format is in docs/serving.md ("preprocessing.json").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from pandas.api import types as ptypes
 
 from nas_mtl.data import MultiTaskData
 from nas_mtl.data.encoding import ColumnEncoding, FeatureEncoding
+from nas_mtl.data.targets import TargetScale
 from nas_mtl.errors import ConfigError, DataError
 from nas_mtl.storage import read_json, write_json_atomic
 from nas_mtl.tasks import TaskSpec
@@ -41,6 +45,7 @@ class Preprocessing:
     input_shape: tuple[int, ...]
     encoding: FeatureEncoding | None
     source: Mapping[str, Any]  # {"kind": "table" | "per_task_table" | "dataset", ...}
+    targets: Mapping[str, TargetScale] = field(default_factory=dict)  # regression tasks
 
     def to_json(self) -> dict[str, Any]:
         enc = self.encoding
@@ -66,6 +71,7 @@ class Preprocessing:
                     "n_classes": t.n_classes,
                     "out_dim": t.out_dim,
                     "column": t.label_column,
+                    "target": self.targets[t.name].to_json() if t.name in self.targets else None,
                 }
                 for t in self.tasks
             ],
@@ -96,12 +102,18 @@ class Preprocessing:
                 TaskSpec(t["name"], t["type"], t["n_classes"], column=t["column"])
                 for t in data["tasks"]
             )
+            targets = {
+                t["name"]: TargetScale(float(t["target"]["mean"]), float(t["target"]["std"]))
+                for t in data["tasks"]
+                if t.get("target") is not None
+            }
             return cls(
                 tasks=tasks,
                 regime=str(data["regime"]),
                 input_shape=tuple(int(d) for d in data["input_shape"]),
                 encoding=encoding,
                 source=dict(data.get("source", {})),
+                targets=targets,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(
@@ -192,6 +204,7 @@ def preprocessing_of(data: MultiTaskData, config: Any = None) -> Preprocessing:
         input_shape=tuple(data.input_shape),
         encoding=data.encoding,
         source=source,
+        targets=dict(data.targets or {}),
     )
 
 

@@ -150,7 +150,8 @@ def evaluate(
     device: torch.device,
     amp: bool = False,
 ) -> Evaluation:
-    """Metrics of every task; shared data is scored in one pass that serves all tasks."""
+    """Metrics of every task (in the user's units) and losses (in the model's); shared data
+    is scored in one pass that serves all tasks."""
     was_training = model.training
     model.eval()
     tasks = data.tasks
@@ -170,10 +171,14 @@ def evaluate(
                     outs[t.name].append(out[t.name].float())
                     ys[t.name].append(y[:, i])
     metrics, losses = {}, {}
+    scales = data.targets or {}
     for t in tasks:
         out, y = torch.cat(outs[t.name]).cpu(), torch.cat(ys[t.name])
+        losses[t.name] = float(t.loss(out, y))  # the model's units
+        scale = scales.get(t.name)
+        if scale is not None:  # metrics in the user's units (nas_mtl.data.targets)
+            out, y = scale.to_user(out), scale.to_user(y)
         metrics[t.name] = t.evaluate(out, y)
-        losses[t.name] = float(t.loss(out, y))
     model.train(was_training)
     return Evaluation(metrics=metrics, losses=losses)
 
