@@ -7,7 +7,6 @@ the papers and the schedules are in ``docs/search.md`` ("Gates", "Penalties", "S
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,24 +15,6 @@ from torch.nn import functional as F
 from nas_mtl.errors import GraphError
 from nas_mtl.model.gates import GATES, BlockEdges, Gate, GateContext, _task_select, _var_index
 from nas_mtl.model.schedules import SchedulePosition, sqrt_step_temperature, temperature
-
-# least slope of P(open) in log α that the L0 expectation passes back (HardConcreteGate)
-OPEN_SLOPE_FLOOR = 0.05
-
-
-class _FlooredSigmoid(torch.autograd.Function):
-    """sigmoid(x) whose backward slope is max(σ(1 − σ), OPEN_SLOPE_FLOOR)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        y = torch.sigmoid(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (y,) = ctx.saved_tensors
-        return grad * (y * (1 - y)).clamp(min=OPEN_SLOPE_FLOOR)
 
 
 @GATES.register("hard_concrete", "SNR coding variables: hard-concrete / L0 gates (Louizos 2018)")
@@ -101,14 +82,9 @@ class HardConcreteGate(Gate):
         return self._edge(z)  # (S_g, B_g, J, C)
 
     def expected_open(self, log_alpha: Tensor | None = None) -> Tensor:
-        """P(z ≠ 0) per variable: sigmoid(log α − β log(−γ/ζ)), (rows, n_vars).
-
-        The value is exact; its gradient's slope P(1 − P) is floored at ``OPEN_SLOPE_FLOOR``
-        (docs/search.md, "The target"): a saturated gate (P = 0.997) otherwise feels 0.3% of
-        the target's push, and the task gradients kept such gates open whatever μ was.
-        """
+        """P(z ≠ 0) per variable: sigmoid(log α − β log(−γ/ζ)), (rows, n_vars)."""
         shift = self.p["beta"] * math.log(-self.p["gamma"] / self.p["zeta"])
-        return _FlooredSigmoid.apply((self.log_alpha if log_alpha is None else log_alpha) - shift)
+        return torch.sigmoid((self.log_alpha if log_alpha is None else log_alpha) - shift)
 
     def penalty_terms(self) -> tuple[Tensor, int]:
         """Expected L0 norm: Σ over gate variables of P(z ≠ 0), and the number of variables."""

@@ -6,8 +6,7 @@ Objective per step (``docs/search.md``)::
 
 ``R_k`` are the gates' own regularizers (expected L0 of hard-concrete gates, the Gumbel-Matrix
 budget), normalized to a fraction by default so one weight means the same on every graph;
-``μ`` is a Lagrange multiplier updated by dual ascent on ``log μ`` (multiplicative steps,
-``docs/search.md``, "The target"), so the architecture keeps
+``μ ≥ 0`` is a Lagrange multiplier updated by projected dual ascent, so the architecture keeps
 at most ``target_open`` of its gated pairs without tuning a weight (a search that is sparser
 on its own is left alone). Weights and gate variables have separate Adam
 optimizers. Everything the search adds to the training loop (warm-up, alternation, schedules,
@@ -89,11 +88,6 @@ def gate_snapshot(net: Supernet) -> list[dict[str, Any]]:
     ]
 
 
-# the target multipliers' start and least value: μ grows by factors (dual ascent on log μ),
-# so it needs a positive start; below its target a hinge makes μ act on nothing
-MULTIPLIER_FLOOR = 1.0
-
-
 class ArchitectureStep(TrainingHooks):
     """The search's side of each training step: gate optimizer, penalties, multiplier, schedule.
 
@@ -122,9 +116,7 @@ class ArchitectureStep(TrainingHooks):
         self.macs_model = MacsModel(net) if cfg.target_macs is not None else None
         # one Lagrange multiplier per target ("open", "macs"), updated by projected dual ascent
         stated = {"open": cfg.target_open, "macs": cfg.target_macs}
-        self.multipliers = {
-            k: torch.full((), MULTIPLIER_FLOOR) for k, v in stated.items() if v is not None
-        }
+        self.multipliers = {k: torch.zeros(()) for k, v in stated.items() if v is not None}
         self._excess: dict[str, Tensor] = {}
         self.warm = False
         self.position = SchedulePosition(kind=cfg.schedule)
@@ -162,8 +154,8 @@ class ArchitectureStep(TrainingHooks):
             anneal_steps=max(1, round(cfg.anneal * (total - warm_steps))),
             kind=cfg.schedule,
         )
-        # dual_lr is the growth of log μ over the whole gate phase per unit of excess, so one
-        # value means the same for a 400-step and a 4000-step search (docs/search.md)
+        # dual_lr is the multiplier's growth over the whole gate phase per unit of excess, so
+        # one value means the same for a 400-step and a 4000-step search (docs/search.md)
         self._dual_step = cfg.dual_lr / max(1, total - warm_steps)
         self.warm = epoch < warm_epochs
         hold_gates_open(self.net, self.warm)
@@ -202,10 +194,9 @@ class ArchitectureStep(TrainingHooks):
             self.optimizer.zero_grad(set_to_none=True)
             (batch_loss(batch) + self.objective_terms()).backward()
         self.optimizer.step()
-        with torch.no_grad():  # dual ascent on log μ, μ ≥ MULTIPLIER_FLOOR; no host sync
+        with torch.no_grad():  # projected dual ascent on each μ ≥ 0; no host sync
             for k, excess in self._excess.items():
-                mu = self.multipliers[k]
-                mu.mul_(torch.exp(self._dual_step * excess)).clamp_(min=MULTIPLIER_FLOOR)
+                self.multipliers[k].add_(self._dual_step * excess).clamp_(min=0.0)
 
     def end_epoch(self, net: nn.Module, ev: Evaluation, device: torch.device) -> EpochVerdict:
         hold_gates_open(self.net, False)
