@@ -55,8 +55,8 @@ HEADLINE_KEYS = {
 }
 RESULT_KEYS = ("benchmark", "settings", "rows", "headline")
 TIMEOUT_S = {"smoke": 120, "quick": 900, "full": 3600}  # per script
-# scripts whose own budget exceeds that: the full quality tables take up to 2 hours
-LONGER_S = {"quality": {"full": 7800}}
+# scripts whose own budget exceeds that: the full quality tables and zoo take up to 2 hours
+LONGER_S = {"quality": {"full": 7800}, "zoo": {"full": 7800}}
 CONTRACT_FLAGS = ("--smoke", "--quick", "--out")
 
 

@@ -67,7 +67,8 @@ class SearchConfig:
     """Differentiable search of the supernet (weights and gate variables together).
 
     The defaults give a new task set a sparse, decided architecture without tuning: a target
-    fraction of open (task, edge) pairs enforced by a Lagrange multiplier, temperatures that
+    fraction of open (task, edge) pairs met by projection with a price that ranks the gates
+    (and enough steps for them to decide), temperatures that
     reach their end value within the run, and selection on the derived architecture
     (``docs/search.md``).
     """
@@ -82,9 +83,15 @@ class SearchConfig:
     # at most this many multiply-adds per example in the derived model (all tasks); false: none
     target_macs: float | None = None
     target_tolerance: float = 0.05  # selectable: open <= target + this, MACs <= target * (1 + this)
-    # growth of the target multiplier over the whole gate phase per unit of excess open
-    # fraction (the step is dual_lr / gate steps, so it is independent of the run length)
+    # growth of the target_macs multiplier over the whole gate phase per unit of relative
+    # excess (the step is dual_lr / gate steps, so it is independent of the run length)
     dual_lr: float = 20.0
+    # growth of the price on the expected open fraction per unit of excess over the budget
+    # left by a gate step; the price ranks which gates close (docs/search.md, "The target")
+    price_lr: float = 2.0
+    # at least this many training steps: a small data set's epochs are few steps each, too few
+    # for gates to decide, so the search runs more epochs (0: exactly `epochs`)
+    min_steps: int = 500
     l0_weight: float = 0.0  # λ on the expected L0 of hard-concrete gates (SNR)
     budget_weight: float = 0.0  # λ_b on the Gumbel-Matrix budget term
     penalty_form: str = "normalized"  # "normalized": λ̄ · L0 / N_gates; "sum": the paper's λ · L0
@@ -120,6 +127,8 @@ class SearchConfig:
                 "lr_weights": POSITIVE,
                 "lr_arch": POSITIVE,
                 "dual_lr": NON_NEGATIVE,
+                "price_lr": NON_NEGATIVE,
+                "min_steps": AT_LEAST_0,
                 "l0_weight": NON_NEGATIVE,
                 "budget_weight": NON_NEGATIVE,
                 "entropy_weight": NON_NEGATIVE,

@@ -129,3 +129,12 @@ def without_measured(value):
     if isinstance(value, list):
         return [without_measured(v) for v in value]
     return value
+
+
+@pytest.fixture(autouse=True)
+def exact_search_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Searches in tests run exactly their ``epochs``: ``min_steps`` would stretch the tiny
+    data sets here 50–250×; tests/test_search.py checks the rule itself on the real function."""
+    import nas_mtl.stages.search as search_module
+
+    monkeypatch.setattr(search_module, "with_min_steps", lambda cfg, data: cfg)

@@ -209,3 +209,25 @@ def test_the_quality_tables_get_their_own_full_mode_budget():
     assert run_all.script_timeout("quality", "quick") == run_all.TIMEOUT_S["quick"]
     assert run_all.script_timeout("peers", "full") == run_all.TIMEOUT_S["full"]
     assert run_all.script_timeout("quality", "full", given=60) == 60
+
+
+def test_the_zoo_smoke_table_has_a_row_per_config_with_its_figures(tmp_path):
+    """The zoo (benchmarks/zoo.py) at toy sizes: its planted groups, controls and columns."""
+    sys.path.insert(0, str(BENCH))
+    zoo = importlib.import_module("zoo")
+    assert len(zoo.FAMILY) >= 24 and set(zoo.QUICK) <= set(zoo.FAMILY)
+    regimes = {p["inputs"] for p in zoo.FAMILY.values()}
+    assert regimes == {"shared", "per_task"}
+    sizes = [sum(p["groups"]) for p in zoo.FAMILY.values()]
+    assert min(sizes) == 2 and max(sizes) == 16
+    assert zoo.planted([2, 1]) == {"g0_t0": 0, "g0_t1": 0, "g1_t0": 1}
+    headline = zoo.main(["--smoke", "--out", str(tmp_path)])
+    doc = json.loads((tmp_path / "zoo.json").read_text())
+    assert [r["config"] for r in doc["rows"]] == ["sh-2x2", "pt-2x2"]
+    for row in doc["rows"]:
+        assert row["best_searched"] in zoo.SEARCHED
+        # the fixed candidates: depth-matched, the oracle, and the capacity-matched three
+        assert {"grouped", "shared_bottom@params", "mmoe@params"} <= set(row["all_dm"])
+        assert -1.0 <= row["ari"] <= 1.0 and 0.0 <= row["snr_trans_open"] <= 1.0
+        assert row["units_change"] is not None and row["failed_runs"] >= 0
+    assert headline["configs"] == 2 and number_or_null(headline["snr_open_deviation_max"])

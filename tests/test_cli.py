@@ -31,6 +31,7 @@ params = {{ n_train = 256, n_val = 64, n_test = 64, input_dim = 8, groups = [2, 
 epochs = 2
 batch_size = 64
 patience = 2
+min_steps = 0  # exactly two epochs, in-process and in a subprocess alike
 
 [derive]
 samples = {samples}
@@ -84,7 +85,16 @@ def test_run_writes_the_run_directory_and_report(tmp_path, capsys):
     assert snr["macs"]["g0_t0"] > 0 and snr["supernet"]["total"]["macs"] >= snr["total_macs"]
     run = out / "default" / "snr_trans" / "seed_0"
     log = [json.loads(line) for line in (run / "search_log.jsonl").read_text().splitlines()]
-    keys = {"open_fraction", "undecided", "dead_paths", "temperature", "multiplier", "gates"}
+    keys = {
+        "open_fraction",
+        "undecided",
+        "dead_paths",
+        "temperature",
+        "price",
+        "budget",
+        "cap_closed",
+        "gates",
+    }
     assert len(log) == 2 and keys | {"gate_entropy", "val_loss"} <= set(log[0])
     arch = json.loads((run / "architecture.json").read_text())
     assert f"open {arch['open_fraction']:.3f}" in printed  # the figure printed is the chosen one

@@ -97,7 +97,8 @@ def _history(n: int) -> list[dict]:
             "expected_open": 0.55,
             "undecided": 0.2,
             "temperature": 10.0 / (e + 1),
-            "multiplier": 0.1 * e,
+            "price": 0.1 * e,
+            "budget": 0.9 - 0.1 * e,
         }
         for e in range(n)
     ]

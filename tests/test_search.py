@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nas_mtl.data import load_dataset
 from nas_mtl.errors import ConfigError
@@ -21,6 +25,7 @@ from nas_mtl.stages.derive import (
     open_fraction,
 )
 from nas_mtl.stages.search import ArchitectureStep, search
+from nas_mtl.stages.search import with_min_steps as real_min_steps
 from nas_mtl.study import SearchConfig
 
 
@@ -67,7 +72,13 @@ def test_target_open_caps_the_derived_architecture(data):
     result = search(net, data, cfg)
     chosen = result.history[result.best_epoch]
     assert chosen["eligible"] and chosen["open_fraction"] <= 0.3
-    assert max(r["multiplier"] for r in result.history) > 0  # the constraint acted
+    budgets = [r["budget"] for r in result.history]
+    assert budgets == sorted(budgets, reverse=True) and budgets[-1] == pytest.approx(0.3)
+    # the gates themselves closed: E[open] tracks the budget, derive's cap had little to do
+    for r in result.history:
+        assert r["expected_open"] <= r["budget"] + 0.02
+    assert result.history[-1]["expected_open"] == pytest.approx(0.3, abs=0.05)
+    assert chosen["cap_closed"] <= 0.05
     net = result.supernet
     arch = derive(net, capped_decisions(net, Targets(open=0.3).within(net)))
     assert arch.graph["open_fraction"] == pytest.approx(chosen["open_fraction"])
@@ -81,7 +92,7 @@ def test_target_macs_caps_the_derived_architecture(data):
     result = search(net, data, cfg)
     chosen = result.history[result.best_epoch]
     assert chosen["macs"] <= target < full
-    assert chosen["expected_macs"] is not None and chosen["multiplier"] is None
+    assert chosen["expected_macs"] is not None and chosen["budget"] is None
     assert max(r["macs_multiplier"] for r in result.history) > 0  # the constraint acted
     capped = capped_decisions(result.supernet, Targets(macs=target).within(result.supernet))
     assert graph_costs(derive(result.supernet, capped))["total"]["macs"] == chosen["macs"]
@@ -222,3 +233,41 @@ def test_search_config_rejects_bad_values():
         SearchConfig(target_open=1.5)
     with pytest.raises(ConfigError, match="target_macs must be a positive number"):
         SearchConfig(target_macs=0)
+
+
+@pytest.mark.parametrize("space", ["snr_trans", "gumbel_matrix"])
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), gap=st.floats(-0.01, 0.01))  # a gate step's excess
+def test_one_projection_step_meets_a_budget_to_first_order(data, space, seed, gap):
+    torch.manual_seed(seed)
+    out_dims = {t.name: t.out_dim for t in data.tasks}
+    kw = {"subnetworks": 3, "width": 4} if space == "snr_trans" else {"components": 3, "width": 4}
+    net = Supernet(build_space(space, data.input_shape, out_dims, **kw))
+    with torch.no_grad():  # a spread of open probabilities, not the initial near-equal ones
+        for p in net.arch_parameters():
+            p.add_(torch.randn_like(p))
+    step = ArchitectureStep(net, data, SearchConfig())
+    before, logits = step._expected_open().detach(), _open(net)
+    budget = float(before) - gap  # gap > 0: the gate step left more open than allowed
+    step.budget_start = torch.tensor(budget)
+    step.targets = replace(step.targets, open=budget)
+    step.project_open()
+    after, moved = float(step._expected_open()), logits - _open(net)
+    if gap <= 0:  # a cap: a sparser architecture is left alone
+        assert torch.equal(moved, torch.zeros_like(moved))
+        return
+    assert abs(after - budget) <= 0.5 * gap + 1e-6  # one Newton step: the error is second order
+    changed = moved[moved != 0]  # one common shift of the open logits, down
+    assert (changed > 0).all()
+    torch.testing.assert_close(changed, changed[:1].expand_as(changed), atol=1e-5, rtol=0)
+
+
+def test_short_searches_run_enough_epochs_for_min_steps(data):
+    four_steps = SearchConfig(epochs=2, batch_size=128, min_steps=100)  # 512 rows: 4 per epoch
+    assert real_min_steps(four_steps, data).epochs == 25
+    assert real_min_steps(replace(four_steps, min_steps=0), data) == replace(
+        four_steps, min_steps=0
+    )
+    assert real_min_steps(replace(four_steps, epochs=40), data).epochs == 40
+    alternating = replace(four_steps, alternate=True)  # the weights see half the rows
+    assert real_min_steps(alternating, data).epochs == 50

@@ -205,6 +205,10 @@ class Gate(nn.Module):
     def decisions(self) -> Tensor:
         return self.mask.unsqueeze(0).bool()
 
+    def shift_open_(self, c: Tensor | float) -> None:
+        """Lower the logits that open edges by ``c`` (learned gates; the target's projection)."""
+        raise NotImplementedError(f"gate kind '{self.kind}' has no open logits to shift")
+
     def entropy(self) -> Tensor:
         """Mean binary entropy of P(open) over existing edges (nats); 0 for certain gates."""
         p = self.open_probability().clamp(1e-6, 1 - 1e-6)

@@ -86,6 +86,11 @@ class HardConcreteGate(Gate):
         shift = self.p["beta"] * math.log(-self.p["gamma"] / self.p["zeta"])
         return torch.sigmoid((self.log_alpha if log_alpha is None else log_alpha) - shift)
 
+    @torch.no_grad()
+    def shift_open_(self, c: Tensor | float) -> None:
+        """Lower every open logit by ``c``: the target's projection (docs/search.md)."""
+        self.log_alpha.sub_(c)
+
     def penalty_terms(self) -> tuple[Tensor, int]:
         """Expected L0 norm: Σ over gate variables of P(z ≠ 0), and the number of variables."""
         p = self.expected_open()
@@ -172,6 +177,11 @@ class GumbelGate(Gate):
         y_hard = F.one_hot(y_soft.argmax(-1), 2).to(y_soft.dtype)
         y = y_hard - y_soft.detach() + y_soft
         return self._combine(y[..., 0])
+
+    @torch.no_grad()
+    def shift_open_(self, c: Tensor | float) -> None:
+        """Lower every on-logit by ``c``: the target's projection (docs/search.md)."""
+        self.logits[..., 0].sub_(c)
 
     def probability_on(self) -> Tensor:
         """P_t,c(on), (T, n_vars)."""

@@ -37,7 +37,7 @@ def draw_search_curves(
     best_epoch: int | None = None,
     target_open: float | None = None,
 ) -> list[Path]:
-    """Three panels: losses; open fractions; temperature and the target's multiplier.
+    """Three panels: losses; open fractions and the open budget; temperature and the price.
 
     Grey: warm-up (gates held open); red dotted: the selected epoch.
     """
@@ -62,21 +62,26 @@ def draw_search_curves(
         values = _series(history, key)
         if not np.all(np.isnan(values)):
             open_ax.plot(epochs, values, label=label)
+    budget = _series(history, "budget")
+    if not np.all(np.isnan(budget)):
+        open_ax.plot(epochs, budget, color="grey", linestyle=":", label="open budget")
     if target_open is not None:
         open_ax.axhline(target_open, color="black", linestyle="--", linewidth=1, label="target")
     open_ax.set_ylim(-0.02, 1.02)
     open_ax.set_ylabel("fraction of gated pairs")
     temp = _series(history, "temperature")
-    mult = _series(history, "multiplier")
+    mult = _series(history, "price")
     if not np.all(np.isnan(temp)):
         temp_ax.plot(epochs, temp, color="tab:purple", label="temperature τ")
         temp_ax.set_yscale("log")
     temp_ax.set_ylabel("temperature")
-    if np.nanmax(np.abs(mult), initial=0.0) > 0:  # a multiplier that never rose says nothing
-        mult_ax = temp_ax.twinx()
-        mult_ax.plot(epochs, mult, color="tab:orange", label="multiplier μ")
-        mult_ax.set_ylabel("multiplier μ")
-        mult_ax.legend(fontsize=7, loc="upper right")
+    if np.nanmax(np.abs(mult), initial=0.0) > 0:  # a price that never rose says nothing
+        has_temp = not np.all(np.isnan(temp))  # SNR's gates have no temperature: one axis
+        mult_ax = temp_ax.twinx() if has_temp else temp_ax
+        mult_ax.plot(epochs, mult, color="tab:orange", label="price μ of open pairs")
+        mult_ax.set_ylabel("price μ" if has_temp else "price μ of open pairs")
+        if has_temp:
+            mult_ax.legend(fontsize=7, loc="upper right")
     temp_ax.set_xlabel("search epoch")
     for ax in (loss_ax, open_ax, temp_ax):
         _mark_epochs(ax, history, best_epoch)

@@ -48,7 +48,7 @@ def search_warnings(record: dict[str, Any], targets: Targets) -> list[str]:
     if target is not None and greedy > target + 0.05 and greedy < 0.95:
         out.append(
             f"the gates left {greedy:.0%} of the gated edges open; derive closed the least "
-            f"probable ones to meet target_open = {target}; raise [search] dual_lr or epochs "
+            f"probable ones to meet target_open = {target}; raise [search] min_steps or epochs "
             f"to let the search itself choose"
         )
     macs = record.get("greedy_macs")
@@ -67,6 +67,6 @@ def search_warnings(record: dict[str, Any], targets: Targets) -> list[str]:
         out.append(
             f"the gates kept {greedy:.0%} of the gated edges open and never approached "
             f"target_open = {target} (derive pruned the least probable ones); raise [search] "
-            f"dual_lr or epochs so the constraint can act"
+            f"min_steps or epochs so the constraint can act"
         )
     return out

@@ -2,15 +2,18 @@
 
 Objective per step (``docs/search.md``)::
 
-    Σ_t w_t L_t  +  Σ_k λ_k · R_k  +  λ_H · H  +  μ · max(0, E[open fraction] − target_open)
+    Σ_t w_t L_t  +  Σ_k λ_k · R_k  +  λ_H · H  (+  μ · max(0, E[MACs] / M − 1))
 
 ``R_k`` are the gates' own regularizers (expected L0 of hard-concrete gates, the Gumbel-Matrix
-budget), normalized to a fraction by default so one weight means the same on every graph;
-``μ ≥ 0`` is a Lagrange multiplier updated by projected dual ascent, so the architecture keeps
-at most ``target_open`` of its gated pairs without tuning a weight (a search that is sparser
-on its own is left alone). Weights and gate variables have separate Adam
-optimizers. Everything the search adds to the training loop (warm-up, alternation, schedules,
-penalties, the multiplier, selection) is the :class:`ArchitectureStep`.
+budget), normalized to a fraction by default so one weight means the same on every graph.
+``target_open`` is a constraint, not a term: after every gate step the open logits are
+shifted by one common amount (a Newton step of the projection) so that E[open fraction] stays
+at most a budget that falls from its post-warm-up value to ``target_open`` over annealing; the
+loss decides *which* gates stay open, the projection only how many (a search that is sparser
+on its own is left alone). A MACs budget keeps a Lagrange multiplier ``μ ≥ 0`` (projected
+dual ascent). Weights and gate variables have separate Adam optimizers. Everything the search
+adds to the training loop (warm-up, alternation, schedules, penalties, projection, multiplier,
+selection) is the :class:`ArchitectureStep`.
 
 Selection: an epoch is judged by the validation loss of its *derived discrete* architecture
 (gates forced to what will be retrained), and only epochs whose architecture meets the target
@@ -34,7 +37,7 @@ from nas_mtl.errors import ConfigError
 from nas_mtl.model.schedules import SchedulePosition
 from nas_mtl.model.supernet import Supernet, hold_gates_open, learned_gates
 from nas_mtl.stages.affinity import AffinityProbe, TaskAffinity, write_affinity
-from nas_mtl.stages.batches import halves, train_batches
+from nas_mtl.stages.batches import halves, steps_in_epoch, train_batches
 from nas_mtl.stages.budget import MacsModel, expected_excess, expected_open_fraction, expected_usage
 from nas_mtl.stages.candidates import score_architecture
 from nas_mtl.stages.derive import (
@@ -54,6 +57,11 @@ from nas_mtl.stages.training_hooks import EpochVerdict, TrainingHooks
 from nas_mtl.study import SearchConfig
 
 log = logging.getLogger(__name__)
+
+# the projection's finite-difference step in the open logits and its largest shift per step
+# (a bound for nearly saturated gates, where the slope is tiny; docs/search.md, "The target")
+SLOPE_STEP = 1e-2
+MAX_SHIFT = 1.0
 
 SEARCH_LOG = "search_log.jsonl"
 
@@ -114,9 +122,11 @@ class ArchitectureStep(TrainingHooks):
         self.total_pairs = float(len(learned_pairs(net)))
         self.targets = targets_of(cfg)
         self.macs_model = MacsModel(net) if cfg.target_macs is not None else None
-        # one Lagrange multiplier per target ("open", "macs"), updated by projected dual ascent
-        stated = {"open": cfg.target_open, "macs": cfg.target_macs}
-        self.multipliers = {k: torch.zeros(()) for k, v in stated.items() if v is not None}
+        # target_macs keeps a Lagrange multiplier (projected dual ascent); target_open is met
+        # by projection, from the expected open fraction after warm-up (set on the first step)
+        self.multipliers = {"macs": torch.zeros(())} if cfg.target_macs is not None else {}
+        self.budget_start: Tensor | None = None
+        self.price = torch.zeros(())  # μ_open: the price of E[open fraction] in the objective
         self._excess: dict[str, Tensor] = {}
         self.warm = False
         self.position = SchedulePosition(kind=cfg.schedule)
@@ -197,6 +207,55 @@ class ArchitectureStep(TrainingHooks):
         with torch.no_grad():  # projected dual ascent on each μ ≥ 0; no host sync
             for k, excess in self._excess.items():
                 self.multipliers[k].add_(self._dual_step * excess).clamp_(min=0.0)
+        if self.targets.open is not None:
+            self.project_open()
+
+    @torch.no_grad()
+    def open_budget(self) -> Tensor:
+        """The open fraction allowed now: from the post-warm-up E[open] down to target_open.
+
+        It falls linearly with the temperatures' progress, so the gates close as they decide
+        (a sudden cut at the first gate step would close them before the loss could rank them).
+        """
+        f = self.targets.open
+        assert f is not None and self.budget_start is not None
+        return f + (self.budget_start - f).clamp(min=0.0) * (1.0 - self.position.progress)
+
+    @torch.no_grad()
+    def project_open(self) -> None:
+        """One Newton step of the projection onto E[open fraction] ≤ budget (no host sync).
+
+        Every learned gate's open logits are lowered by one common c ≥ 0; the slope dE/dc is a
+        finite difference. E is decreasing in c, so c = (E − b) / slope meets the budget to
+        first order each step; the next step corrects the rest (docs/search.md, "The target").
+        """
+        expected = self._expected_open()
+        if self.budget_start is None:
+            self.budget_start = expected.clone()
+        budget = self.open_budget()
+        saved = [p.clone() for p in self.net.arch_parameters()]
+        self._shift_open(SLOPE_STEP)
+        slope = (expected - self._expected_open()) / SLOPE_STEP
+        for p, old in zip(self.net.arch_parameters(), saved, strict=True):
+            p.copy_(old)  # exactly back: a shift down and up again is not, in float32
+        # complementary slackness: while the price is positive the constraint is active
+        # (E = budget, gates the price over-closed reopen); at price 0 it is only a cap
+        price = self.price.to(expected.device)
+        lowest = torch.where(price > 0, -MAX_SHIFT, 0.0)
+        shift = torch.minimum(
+            torch.maximum((expected - budget) / slope.clamp(min=1e-6), lowest),
+            torch.full_like(lowest, MAX_SHIFT),
+        )
+        self._shift_open(shift)
+        # the price rises while the gate step itself leaves more open than the budget allows
+        self.price = (price + self.cfg.price_lr * (expected - budget)).clamp(min=0.0)
+
+    def _expected_open(self) -> Tensor:
+        return expected_open_fraction(self.net, expected_usage(self.net))
+
+    def _shift_open(self, c: Tensor | float) -> None:
+        for _, _, gate in self.gates:
+            gate.shift_open_(c)
 
     def end_epoch(self, net: nn.Module, ev: Evaluation, device: torch.device) -> EpochVerdict:
         hold_gates_open(self.net, False)
@@ -213,6 +272,8 @@ class ArchitectureStep(TrainingHooks):
             "warmup": self.warm,
             "open_fraction": chosen.open_fraction,
             "greedy_open_fraction": greedy,
+            # what derive's cap had to close beyond the gates' own decisions (docs/search.md)
+            "cap_closed": max(0.0, greedy - chosen.open_fraction),
             "macs": derived_macs(self.net, chosen.derived),
             "greedy_macs": derived_macs(self.net, greedy_edges),
             "derived_val_objective": chosen.val_objective,
@@ -232,12 +293,20 @@ class ArchitectureStep(TrainingHooks):
         return {
             "a_opt": self.optimizer.state_dict(),
             "multipliers": {k: m.detach().cpu() for k, m in self.multipliers.items()},
+            "budget_start": None if self.budget_start is None else self.budget_start.cpu(),
+            "price": self.price.detach().cpu(),
             **({"affinity": self.affinity.state()} if self.affinity is not None else {}),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["a_opt"])
-        self.multipliers = {k: m.clone() for k, m in state["multipliers"].items()}
+        self.multipliers = {
+            k: m.clone() for k, m in state["multipliers"].items() if k in self.multipliers
+        }
+        start = state.get("budget_start")
+        device = next(self.net.parameters()).device
+        self.budget_start = None if start is None else start.to(device)
+        self.price = state.get("price", torch.zeros(())).to(device)
         if self.affinity is not None and "affinity" in state:
             self.affinity.load_state(state["affinity"])
 
@@ -266,9 +335,14 @@ class ArchitectureStep(TrainingHooks):
             entropy = sum(g.entropy() for _, _, g in self.gates) / max(len(self.gates), 1)
             total = total + self.cfg.entropy_weight * entropy
         if self.targets.active:
-            excess = expected_excess(
-                self.targets, self.net, expected_usage(self.net), self.macs_model
-            )
+            usage = expected_usage(self.net)
+        if self.targets.open is not None and self.cfg.price_lr:
+            # a price on open pairs ranks the gates: those whose loss gradient cannot pay it
+            # close first, so the projection does not have to cut equally ranked gates
+            total = total + self.price * expected_open_fraction(self.net, usage)
+        if self.targets.macs is not None:
+            excess = expected_excess(self.targets, self.net, usage, self.macs_model)
+            excess.pop("open", None)  # met by projection after the step (project_open)
             self._excess = {k: v.detach() for k, v in excess.items()}
             for k, v in excess.items():
                 # a hinge: below a target its lagging multiplier must not keep closing gates
@@ -293,7 +367,8 @@ class ArchitectureStep(TrainingHooks):
             "expected_macs": float(self.macs_model.expected(usage)) if self.macs_model else None,
             "undecided": float(undecided) / max(self.total_pairs, 1.0),
             "temperature": temps[0] if temps else None,
-            "multiplier": mu.get("open"),
+            "price": float(self.price) if self.targets.open is not None else None,
+            "budget": (float(self.open_budget()) if self.budget_start is not None else None),
             "macs_multiplier": mu.get("macs"),
             "penalties": {k: float(v) for k, v in self.penalties().items()},
             "gate_entropy": float(
@@ -321,6 +396,30 @@ def targets_of(cfg: SearchConfig) -> Targets:
     return Targets(open=cfg.target_open, macs=cfg.target_macs, tolerance=cfg.target_tolerance)
 
 
+def with_min_steps(cfg: SearchConfig, data: MultiTaskData) -> SearchConfig:
+    """``cfg`` with enough epochs for ``min_steps`` training steps (docs/search.md, "Length").
+
+    Gate variables decide by steps, not epochs: 10 epochs of 1,000 rows at batch 256 are 40
+    steps, in which no gate leaves the middle; the schedules (warm-up, annealing, the open
+    budget) stretch with the epochs, so a longer search is the same search, resolved.
+    """
+    split = data.train
+    if cfg.alternate:  # the weights train on one half of the rows
+        split = halves(split, torch.Generator().manual_seed(0))[0]
+    per_epoch = steps_in_epoch(data, split, cfg.batch_size, cfg.steps_per_epoch)
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))
+    if epochs == cfg.epochs:
+        return cfg
+    log.info(
+        "search: %d epochs of %d steps are fewer than min_steps = %d; running %d epochs",
+        cfg.epochs,
+        per_epoch,
+        cfg.min_steps,
+        epochs,
+    )
+    return replace(cfg, epochs=epochs)
+
+
 def search(
     supernet: Supernet,
     data: MultiTaskData,
@@ -339,6 +438,7 @@ def search(
     mean gradient affinity is returned and written to ``run_dir/affinity.json``.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
+    cfg = with_min_steps(cfg, data)
     step = ArchitectureStep(supernet, data, cfg)
     fit = train(
         supernet,

@@ -418,7 +418,7 @@ def _postfix(record: Mapping[str, Any]) -> dict[str, str]:
         ("undecided", "{:.2f}"),
         ("dead_paths", "{}"),
         ("temperature", "{:.2f}"),
-        ("multiplier", "{:.3g}"),
+        ("price", "{:.3g}"),
     ):
         if record.get(key) is not None:
             out[key] = fmt.format(record[key])
