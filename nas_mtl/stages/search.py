@@ -225,9 +225,10 @@ class ArchitectureStep(TrainingHooks):
     def project_open(self) -> None:
         """One Newton step of the projection onto E[open fraction] ≤ budget (no host sync).
 
-        Every learned gate's open logits are lowered by one common c ≥ 0; the slope dE/dc is a
-        finite difference. E is decreasing in c, so c = (E − b) / slope meets the budget to
-        first order each step; the next step corrects the rest (docs/search.md, "The target").
+        Every learned gate's open logits are lowered by one common c (c ≥ 0 unless the price
+        is positive, see below); the slope dE/dc is a finite difference. E is decreasing in c,
+        so c = (E − b) / slope meets the budget to first order each step; the next step
+        corrects the rest (docs/search.md, "The target").
         """
         expected = self._expected_open()
         if self.budget_start is None:
