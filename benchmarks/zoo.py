@@ -238,15 +238,15 @@ def run_table(folder: Path, study: dict[str, Any], seeds: Sequence[int]) -> list
     return [RunResult.from_json(r, str(folder / "run" / "report.json")) for r in report["results"]]
 
 
-def matched_width(space: str, target: float, data: dict[str, Any], out_dims: dict[str, int]) -> int:
+def matched_width(space: str, target: float, out_dims: dict[str, int]) -> int:
     """The width whose built space has the parameter count nearest ``target``."""
     best, best_gap = 1, float("inf")
     for width in range(1, 513):
         g = build_space(space, (32,), out_dims, layers=DEPTH, **{WIDTH_KEY[space]: width})
-        gap = abs(graph_costs(g)["total"]["params"] - target)
-        if gap < best_gap:
-            best, best_gap = width, gap
-        elif graph_costs(g)["total"]["params"] > target:
+        params = graph_costs(g)["total"]["params"]
+        if abs(params - target) < best_gap:
+            best, best_gap = width, abs(params - target)
+        elif params > target:
             break
     return best
 
@@ -320,7 +320,7 @@ def run_config(name: str, params: dict[str, Any], root: Path, seeds: Sequence[in
     )
     target = statistics.fmean(results[best_searched][s].total_params for s in seeds)
     out_dims = {t: 1 for t in planted(groups)}
-    widths = {s: matched_width(s, target, params, out_dims) for s in FIXED}
+    widths = {s: matched_width(s, target, out_dims) for s in FIXED}
     matched_params = {s: {"layers": DEPTH, WIDTH_KEY[s]: w} for s, w in widths.items()}
     matched = scores(
         run_table(
