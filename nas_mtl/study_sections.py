@@ -85,6 +85,11 @@ class RetrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 5
+    # at least this many training steps (early stopping may end it sooner): a small data
+    # set's epochs are few steps each, and a model stopped far from converged says how fast
+    # it learns, not how good it is; the patience stretches with the epochs (0: exactly
+    # `epochs`)
+    min_steps: int = 2000
     device: str = "auto"  # auto: CUDA when available, else CPU
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     # torch.compile the training forward; off by default: the compile costs more than it
@@ -97,7 +102,7 @@ class RetrainConfig:
     init: str = "scratch"
 
     def __post_init__(self) -> None:
-        check_ranges("[retrain]", self, {**TRAINING_RULES, "lr": POSITIVE})
+        check_ranges("[retrain]", self, {**TRAINING_RULES, "lr": POSITIVE, "min_steps": AT_LEAST_0})
         if self.init not in RETRAIN_INITS:
             raise ConfigError(
                 f"[retrain] init = {self.init!r} is not one of {', '.join(RETRAIN_INITS)}"

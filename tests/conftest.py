@@ -132,9 +132,12 @@ def without_measured(value):
 
 
 @pytest.fixture(autouse=True)
-def exact_search_length(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Searches in tests run exactly their ``epochs``: ``min_steps`` would stretch the tiny
-    data sets here 50–250×; tests/test_search.py checks the rule itself on the real function."""
+def exact_lengths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Searches and retrains in tests run exactly their ``epochs``: ``min_steps`` would stretch
+    the tiny data sets here 50–250×; tests/test_search.py and tests/test_retrain.py check the
+    rules themselves on the real functions."""
+    import nas_mtl.stages.retrain as retrain_module
     import nas_mtl.stages.search as search_module
 
     monkeypatch.setattr(search_module, "with_min_steps", lambda cfg, data: cfg)
+    monkeypatch.setattr(retrain_module, "with_min_steps", lambda cfg, data: cfg)

@@ -41,6 +41,7 @@ lr = 3e-2  # enough to beat a constant prediction (else the run fails)
 epochs = 2
 batch_size = 64
 patience = 2
+min_steps = 0
 """
 
 

@@ -143,3 +143,10 @@ def steps_in_epoch(
     if isinstance(split, PerTaskSplit):
         return steps_per_epoch(data, batch_size, steps)
     return max(1, math.ceil(len(split) / batch_size))
+
+
+def epochs_for_steps(epochs: int, min_steps: int, per_epoch: int) -> int:
+    """``epochs``, or more when ``epochs`` epochs of ``per_epoch`` steps are fewer than
+    ``min_steps`` steps (docs/search.md, "Length"): what a stage counts in epochs acts by steps,
+    and a small data set's epochs are few steps each."""
+    return max(epochs, math.ceil(min_steps / per_epoch))

@@ -10,7 +10,9 @@ available and bf16 autocast there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import networkx as nx
@@ -18,6 +20,7 @@ import torch
 
 from nas_mtl.data import MultiTaskData
 from nas_mtl.model.supernet import Supernet, learned_gates
+from nas_mtl.stages.batches import epochs_for_steps, steps_in_epoch
 from nas_mtl.stages.evaluation import Evaluation, evaluate, resolve_device
 from nas_mtl.stages.heads import start_at_constant
 from nas_mtl.stages.training import FitResult, train, train_config
@@ -25,6 +28,8 @@ from nas_mtl.stages.warm_start import warm_start
 from nas_mtl.study import RetrainConfig
 
 RETRAIN_LOG = "retrain_log.jsonl"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -44,6 +49,32 @@ def build_model(graph: nx.DiGraph, seed: int = 0, input_regime: str = "shared") 
     return Supernet(graph, input_regime)
 
 
+def with_min_steps(cfg: RetrainConfig, data: MultiTaskData) -> RetrainConfig:
+    """``cfg`` with enough epochs for ``min_steps`` steps, and its patience stretched alike.
+
+    20 epochs of 1,000 rows at batch 256 are 80 steps: every model stops far from converged,
+    and a comparison of architectures then measures which one learns fastest, not which one
+    is better (wider models win; measured in benchmarks/README.md, "The zoo"). The patience
+    grows by the same factor, so that a stretched retrain stops on the same share of its run
+    without improvement, not on a few noisy steps (docs/search.md, "Length").
+    """
+    per_epoch = steps_in_epoch(data, data.train, cfg.batch_size, cfg.steps_per_epoch)
+    epochs = epochs_for_steps(cfg.epochs, cfg.min_steps, per_epoch)
+    if epochs == cfg.epochs:
+        return cfg
+    patience = math.ceil(cfg.patience * epochs / cfg.epochs)
+    log.info(
+        "retrain: %d epochs of %d steps are fewer than min_steps = %d; up to %d epochs, "
+        "patience %d",
+        cfg.epochs,
+        per_epoch,
+        cfg.min_steps,
+        epochs,
+        patience,
+    )
+    return replace(cfg, epochs=epochs, patience=patience)
+
+
 def retrain(
     graph: nx.DiGraph,
     data: MultiTaskData,
@@ -61,6 +92,7 @@ def retrain(
     search derived ``graph``, when that supernet had gates to search.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
+    cfg = with_min_steps(cfg, data)
     model = build_model(graph, seed, data.regime)
     if cfg.init == "search" and searched is not None and learned_gates(searched):
         warm_start(model, searched)

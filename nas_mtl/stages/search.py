@@ -37,7 +37,7 @@ from nas_mtl.errors import ConfigError
 from nas_mtl.model.schedules import SchedulePosition
 from nas_mtl.model.supernet import Supernet, hold_gates_open, learned_gates
 from nas_mtl.stages.affinity import AffinityProbe, TaskAffinity, write_affinity
-from nas_mtl.stages.batches import halves, steps_in_epoch, train_batches
+from nas_mtl.stages.batches import epochs_for_steps, halves, steps_in_epoch, train_batches
 from nas_mtl.stages.budget import MacsModel, expected_excess, expected_open_fraction, expected_usage
 from nas_mtl.stages.candidates import score_architecture
 from nas_mtl.stages.derive import (
@@ -408,7 +408,7 @@ def with_min_steps(cfg: SearchConfig, data: MultiTaskData) -> SearchConfig:
     if cfg.alternate:  # the weights train on one half of the rows
         split = halves(split, torch.Generator().manual_seed(0))[0]
     per_epoch = steps_in_epoch(data, split, cfg.batch_size, cfg.steps_per_epoch)
-    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch))
+    epochs = epochs_for_steps(cfg.epochs, cfg.min_steps, per_epoch)
     if epochs == cfg.epochs:
         return cfg
     log.info(
