@@ -90,6 +90,36 @@ def test_closed_head_keeps_its_most_probable_path(caplog):
     assert "task 'a' had no open path" in caplog.text
 
 
+def test_a_dead_tasks_path_opens_shared_gates_for_every_task_that_reads_them():
+    """A shared node is one computation: the kept path of a dead task cannot give it inputs
+    of its own there, or its prediction depends on which other tasks are in the batch."""
+    torch.manual_seed(0)
+    net = Supernet(build_space("snr_aver", (12,), TASKS, subnetworks=3, width=8))
+    keep = {("L1.0", "L2.0"), ("L1.1", "L2.0"), ("L2.0", "head:a"), ("L2.0", "head:b")}
+    for block, gate in net.gate_modules():
+        if gate.kind != "hard_concrete":
+            continue
+        with torch.no_grad():
+            for j, u in enumerate(block.src):
+                for c, v in enumerate(block.dst):
+                    closed = -19.0 if (u, v) == ("L2.0", "head:c") else -20.0
+                    gate.log_alpha[0, gate.index[j, c]] = 20.0 if (u, v) in keep else closed
+    arch = derive(net)  # task c: no open path; its likeliest runs through L1.0 or L1.1 to L2.0
+    assert arch.graph["dead_paths"] == ["c"]
+    assert sorted(arch.predecessors("L2.0")) == ["L1.0", "L1.1"]
+    for u in arch.predecessors("L2.0"):  # every task that computes L2.0 reads all its inputs
+        assert arch.edges[u, "L2.0"]["tasks"] == ["a", "b", "c"]
+    for regime in ("per_task", "shared"):
+        model = build_model(arch, seed=2, input_regime=regime).eval()
+        x = torch.randn(3, 4, 12)
+        with torch.no_grad():
+            together = model(x if regime == "per_task" else x[0])
+            for i, task in enumerate(model.tasks):
+                alone = model(x[i : i + 1] if regime == "per_task" else x[0], [task])[task]
+                ref = together[task]
+                torch.testing.assert_close(alone, ref)
+
+
 def test_gumbel_derivation_is_per_task_and_averages():
     torch.manual_seed(0)
     net = Supernet(build_space("gumbel_matrix", (6,), TASKS, layers=1, components=3, width=4))

@@ -116,26 +116,50 @@ def derive_edges(net: Supernet, decisions: Decisions | None = None) -> DerivedEd
     """Per-task subgraphs of a discrete architecture (reachability-pruned).
 
     A task with no open path from the input to its head keeps its most probable path rather
-    than a dead head; the search reports such tasks as dead paths (``docs/search.md``).
+    than a dead head; the search reports such tasks as dead paths (``docs/search.md``). The
+    path is opened as a decision of its gates, not as edges of that task alone: a shared gate
+    opens its edge for every task that computes the edge's destination, because a shared node
+    is one computation (with shared inputs, once per batch) and cannot read one set of inputs
+    for one task and another set for the others.
     """
     decisions = decisions if decisions is not None else greedy_decisions(net)
-    active = task_edges(net, decisions)
-    probs = None
-    per_task: dict[str, set[tuple[str, str]]] = {}
-    dead = []
+    per_task, dead = _reachable_edges(net, decisions), []
     for t_index, task in enumerate(net.tasks):
-        sub = set(task_subgraph(nx.DiGraph(list(active[task])), task).edges)
-        if not sub:
-            probs = probs or _open_probability(net)
+        if per_task[task]:
+            continue
+        probs = _open_probability(net)
 
-            def cost(u: str, v: str, _: Any, p: dict = probs, t: int = t_index) -> float:
-                return -math.log(max(p[(u, v, t)], 1e-9))
+        def cost(u: str, v: str, _: Any, p: dict = probs, t: int = t_index) -> float:
+            return -math.log(max(p[(u, v, t)], 1e-9))
 
-            path = nx.shortest_path(net.graph, INPUT, head_id(task), weight=cost)
-            sub = set(zip(path[:-1], path[1:], strict=True))
-            dead.append(task)
-        per_task[task] = sub
+        path = nx.shortest_path(net.graph, INPUT, head_id(task), weight=cost)
+        decisions = _opened(net, decisions, set(zip(path[:-1], path[1:], strict=True)), t_index)
+        dead.append(task)
+    if dead:
+        per_task = _reachable_edges(net, decisions)
     return DerivedEdges(per_task=per_task, dead=tuple(dead))
+
+
+def _reachable_edges(net: Supernet, decisions: Decisions) -> dict[str, set[tuple[str, str]]]:
+    active = task_edges(net, decisions)
+    return {t: set(task_subgraph(nx.DiGraph(list(active[t])), t).edges) for t in net.tasks}
+
+
+def _opened(
+    net: Supernet, decisions: Decisions, edges: set[tuple[str, str]], t_index: int
+) -> Decisions:
+    """``decisions`` with ``edges`` on: for task ``t_index`` where its gate is per task, for
+    every task where the gate is shared."""
+    out = {}
+    for i, blk in enumerate(net.blocks):
+        dec = decisions[i].clone()
+        row = t_index if dec.shape[0] > 1 else 0
+        for j, u in enumerate(blk.src):
+            for c, v in enumerate(blk.dst):
+                if (u, v) in edges:
+                    dec[row, j, c] = True
+        out[i] = dec
+    return out
 
 
 SHARED = "*"  # the task of a pair decided by a shared gate: one decision serves every task
