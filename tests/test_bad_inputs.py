@@ -90,7 +90,7 @@ STUDY_CASES = [
 SPACE_CASES = [
     ("edges", ("[[layers]]", '[[edges]]\nsrc = "L1.0"\ndst = "L1.0"\n\n[[layers]]'), "either"),
     ("kind", ('kind = "mlp"', 'kind = "mpl"'), "mpl"),
-    ("tower-0", ("tower = []", "tower = [0]"), "tower"),
+    ("tower-0", ("tower = [8]", "tower = [0]"), "tower"),
     ("repeat", ('repeat = "$layers"', "repeat = -2"), "repeat"),
 ]
 
