@@ -62,7 +62,12 @@ def study(
     retrain: dict[str, Any],
     seeds: Sequence[int] = SEEDS,
 ) -> dict[str, Any]:
-    """A study file's contents (``nas_mtl/study.py``): what ``nas-mtl run`` reads."""
+    """A study file's contents (``nas_mtl/study.py``): what ``nas-mtl run`` reads.
+
+    Each table states its retrain length in epochs (its study file's, or the papers'
+    protocol), so ``[retrain] min_steps`` does not stretch it unless the table says so.
+    """
+    retrain = {"min_steps": 0, **retrain}
     return {
         "name": name,
         "description": description,

@@ -92,10 +92,12 @@ n_test = 64
 [search]
 epochs = 2
 batch_size = 64
+min_steps = 0
 
 [retrain]
 epochs = 2
 batch_size = 64
+min_steps = 0
 """
 
 
@@ -142,7 +144,12 @@ def run_space(study: Any, data: Any, space: str, work: Path) -> dict[str, Any]:
     t3 = time.perf_counter()
     warm = None
     if info.get("searched"):  # the option: start from the searched weights, half the epochs
-        cfg = replace(study.retrain, init="search", epochs=max(1, study.retrain.epochs // 2))
+        cfg = replace(
+            study.retrain,
+            init="search",
+            epochs=max(1, study.retrain.epochs // 2),
+            min_steps=study.retrain.min_steps // 2,
+        )
         warm = retrain(arch, data, cfg, seed=SEED, run_dir=run_dir / "warm", searched=net)
     t4 = time.perf_counter()
     log = run_dir / "search_log.jsonl"

@@ -228,6 +228,8 @@ def test_the_zoo_smoke_table_has_a_row_per_config_with_its_figures(tmp_path):
         assert row["best_searched"] in zoo.SEARCHED
         # the fixed candidates: depth-matched, the oracle, and the capacity-matched three
         assert {"grouped", "shared_bottom@params", "mmoe@params"} <= set(row["all_dm"])
+        assert row["best_fixed"] != "grouped"  # the oracle is a reference, not a control
+        assert row["oracle_dm"] == row["all_dm"]["grouped"]
         assert -1.0 <= row["ari"] <= 1.0 and 0.0 <= row["snr_trans_open"] <= 1.0
         assert row["units_change"] is not None and row["failed_runs"] >= 0
     assert headline["configs"] == 2 and number_or_null(headline["snr_open_deviation_max"])
