@@ -25,7 +25,8 @@ and what derive's cap closed, runs no better than a constant, and the wall time.
 
 ``--smoke``: two tiny configs, one seed, two epochs (checks the script); ``--quick``: five
 configs (both regimes) at at most 1,000 rows, seeds 0–2; no flag: all 24 configs. Runs are kept
-under ``DIR/zoo/<config>/`` and a rerun resumes them. Single-threaded torch per process
+under ``DIR/zoo/<config>/`` and a rerun resumes them. A table's spaces × seeds run in
+``--workers`` processes (default one per CPU), each with single-threaded torch
 (``OMP_WAIT_POLICY=PASSIVE``), as every benchmark here.
 """
 
@@ -228,14 +229,16 @@ def study_table(
     return study
 
 
-def run_table(folder: Path, study: dict[str, Any], seeds: Sequence[int]) -> list[RunResult]:
+def run_table(
+    folder: Path, study: dict[str, Any], seeds: Sequence[int], workers: int
+) -> list[RunResult]:
     """Run (or resume) one study; its results."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "study.toml"
     text = "# Written by benchmarks/zoo.py\n" + tomli_w.dumps(study)
     if not path.exists() or path.read_text() != text:
         write_bytes_atomic(path, text.encode())
-    run_study(load_study(path), folder / "run", seeds=list(seeds))
+    run_study(load_study(path), folder / "run", seeds=list(seeds), workers=workers)
     report = read_json(folder / "run" / "report.json", "report")
     return [RunResult.from_json(r, str(folder / "run" / "report.json")) for r in report["results"]]
 
@@ -294,7 +297,14 @@ def units_change(plain: RunResult, units: RunResult) -> float | None:
     return max(changes) if changes else None
 
 
-def run_config(name: str, params: dict[str, Any], root: Path, seeds: Sequence[int], smoke: bool):
+def run_config(
+    name: str,
+    params: dict[str, Any],
+    root: Path,
+    seeds: Sequence[int],
+    smoke: bool,
+    workers: int,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     groups = params["groups"]
     n_groups = len(groups)
@@ -308,7 +318,10 @@ def run_config(name: str, params: dict[str, Any], root: Path, seeds: Sequence[in
     folder = root / name
     results = scores(
         run_table(
-            folder / "main", study_table(name, params, spaces, space_params, seeds, smoke), seeds
+            folder / "main",
+            study_table(name, params, spaces, space_params, seeds, smoke),
+            seeds,
+            workers,
         )
     )
     base = results["no_sharing"]
@@ -329,6 +342,7 @@ def run_config(name: str, params: dict[str, Any], root: Path, seeds: Sequence[in
             folder / "matched",
             study_table(name, params, FIXED, matched_params, seeds, smoke),
             seeds,
+            workers,
         )
     )
     # the controls a user could build without knowing the groups; the oracle is reported apart
@@ -345,7 +359,10 @@ def run_config(name: str, params: dict[str, Any], root: Path, seeds: Sequence[in
     }
     units = scores(
         run_table(
-            folder / "units", study_table(name, units_params, [best_searched], {}, [0], smoke), [0]
+            folder / "units",
+            study_table(name, units_params, [best_searched], {}, [0], smoke),
+            [0],
+            workers,
         )
     )
     row: dict[str, Any] = {
@@ -431,7 +448,14 @@ def headline_of(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parser(__doc__).parse_args(argv)
+    ap = parser(__doc__)
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes that run a table's spaces x seeds side by side (default: one per CPU)",
+    )
+    args = ap.parse_args(argv)
     mode = mode_of(args)
     import torch
 
@@ -452,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     rows = []
     for name, params in chosen.items():
-        row = run_config(name, params, root, seeds, smoke=mode == "smoke")
+        row = run_config(name, params, root, seeds, mode == "smoke", args.workers)
         print(
             f"{name}: searched {row['best_searched']} Δm {row['searched_dm']:.2f}, fixed "
             f"{row['best_fixed']} Δm {row['fixed_dm']:.2f}, {row['wall_s']:.0f} s",
@@ -462,7 +486,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(table(rows, COLUMNS))
     headline = headline_of(rows)
     headline["wall_s"] = time.perf_counter() - t0
-    write_result(out, "zoo", settings(mode, seeds=list(seeds), target_open=0.4), rows, headline)
+    config = settings(mode, seeds=list(seeds), target_open=0.4, workers=args.workers)
+    write_result(out, "zoo", config, rows, headline)
     return headline
 
 

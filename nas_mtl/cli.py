@@ -137,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         on_result=progress,
         overwrite=args.overwrite,
+        workers=args.workers,
     )
     print()
     print(comparison_tables(report))

@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="seed(s) to run instead of the study's (repeat the flag for several)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local processes that run the spaces x seeds side by side (default 1)",
+    )
     _common(p)
     p = sub.add_parser(
         "describe", help="preview a study: size and gate count of every space, nothing trains"

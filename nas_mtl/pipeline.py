@@ -24,6 +24,7 @@ from nas_mtl.errors import ConfigError
 from nas_mtl.model.cost import graph_costs
 from nas_mtl.model.graph_files import load_architecture, load_graph, save_architecture, save_graph
 from nas_mtl.model.supernet import Supernet, learned_gates
+from nas_mtl.parallel_runs import run_in_processes
 from nas_mtl.report import write_report
 from nas_mtl.report_figures import report_figures
 from nas_mtl.results import (
@@ -258,6 +259,26 @@ def run_result(
     )
 
 
+def run_space(
+    study: Study,
+    variant: Mapping[str, Any],
+    seed: int,
+    space: str,
+    out: Path,
+    data_dir: str | Path | None,
+    progress: bool = False,
+    data: MultiTaskData | None = None,
+) -> list[RunResult]:
+    """One space at one seed of one variant, and its random control where the study asks."""
+    vstudy = study.for_variant(variant)
+    data = data if data is not None else load_data(study, variant, seed, data_dir)
+    result = run_one(vstudy, variant, space, seed, data, out, progress)
+    runs = [result]
+    if vstudy.controls.random and result.searched:
+        runs.append(run_random_control(vstudy, variant, result, data, out, progress))
+    return runs
+
+
 def _run_all(
     study: Study,
     seeds: list[int],
@@ -265,24 +286,37 @@ def _run_all(
     data_dir: str | Path | None,
     progress: bool,
     on_result: Callable[[RunResult], None] | None,
+    workers: int,
 ) -> tuple[list[RunResult], dict[str, Any]]:
-    """Every variant × seed × space (and its random controls), in order."""
-    results: list[RunResult] = []
+    """Every variant × seed × space (and its random controls), in order.
+
+    With ``workers`` > 1 the spaces × seeds run in that many processes
+    (:mod:`nas_mtl.parallel_runs`); the results keep the serial order.
+    """
     reference: dict[str, Any] = {}
+    jobs = [(v, seed, space) for v in study.variants() for seed in seeds for space in study.spaces]
+
+    def report(runs: list[RunResult]) -> None:
+        for r in runs:
+            if on_result is not None:
+                on_result(r)
+
+    if workers > 1 and len(jobs) > 1:
+        for variant in study.variants():
+            data = load_data(study, variant, seeds[0], data_dir)
+            reference[variant_label(variant)] = reference_cost(study, data)
+        arguments = [(study, v, seed, space, out, data_dir) for v, seed, space in jobs]
+        done = run_in_processes(run_space, arguments, workers, report)
+        return [r for runs in done for r in runs], reference
+    results: list[RunResult] = []
     for variant in study.variants():
-        vstudy = study.for_variant(variant)
         for seed in seeds:
             data = load_data(study, variant, seed, data_dir)
             reference.setdefault(variant_label(variant), reference_cost(study, data))
             for space in study.spaces:
-                result = run_one(vstudy, variant, space, seed, data, out, progress)
-                runs = [result]
-                if vstudy.controls.random and result.searched:
-                    runs.append(run_random_control(vstudy, variant, result, data, out, progress))
-                for r in runs:
-                    results.append(r)
-                    if on_result is not None:
-                        on_result(r)
+                runs = run_space(study, variant, seed, space, out, data_dir, progress, data)
+                report(runs)
+                results.extend(runs)
     return results, reference
 
 
@@ -296,12 +330,17 @@ def run_study(
     progress: bool = False,
     on_result: Callable[[RunResult], None] | None = None,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Run every variant × seed × space of a study; write report.json and report.md.
+
+    ``workers`` > 1 runs the spaces × seeds in that many local processes (no progress bars).
 
     ``out`` must be new, empty or a nas-mtl output folder of the same study (then finished
     runs are reused); ``overwrite`` replaces what nas-mtl wrote in a nas-mtl output folder.
     """
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
     study = study if isinstance(study, Study) else load_study(study)
     if device is not None:
         resolve_device(device)  # fail now, not after the first search
@@ -317,7 +356,9 @@ def run_study(
     with out_lock(out):
         prepare_out(study, out, overwrite)
         start = time.perf_counter()
-        results, reference = _run_all(study, seeds, out, data_dir, progress, on_result)
+        results, reference = _run_all(
+            study, seeds, out, data_dir, progress and workers == 1, on_result, workers
+        )
         add_delta_m(results)
         for r in results:  # result.json and report.json carry the same Δm
             write_result(out, r)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -107,6 +108,27 @@ def test_run_writes_the_run_directory_and_report(tmp_path, capsys):
     assert (out / "report.md").read_text().startswith("# nas-mtl report: tiny")
     assert main(["report", str(out)]) == 0
     assert "| snr_trans |" in capsys.readouterr().out
+
+
+def test_workers_run_spaces_and_seeds_side_by_side_with_the_serial_results(tmp_path, capsys):
+    study, seeds = str(_study(tmp_path)), ["--seed", "0", "--seed", "1"]
+    assert main(["run", study, "--out", str(tmp_path / "serial"), *seeds]) == 0
+    capsys.readouterr()
+    assert main(["run", study, "--out", str(tmp_path / "side"), *seeds, "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    serial, side = (
+        json.loads((tmp_path / name / "report.json").read_text())["results"]
+        for name in ("serial", "side")
+    )
+    order = [(r["space"], r["seed"]) for r in serial]
+    assert [(r["space"], r["seed"]) for r in side] == order  # the serial order, not finishing
+    ran = re.findall(r"^  (\w+) +seed (\d) +mean test", printed, flags=re.M)
+    assert len(order) == 4 and sorted(ran) == sorted((s, str(i)) for s, i in order)  # once each
+    for one, other in zip(serial, side, strict=True):  # the same runs, up to summation order
+        for task, scores in one["tasks"].items():
+            assert other["tasks"][task]["test"] == pytest.approx(scores["test"], rel=1e-4)
+    assert main(["run", study, "--out", str(tmp_path / "none"), "--workers", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "nas-mtl: error: --workers must be >= 1, got 0"
 
 
 def test_search_derive_retrain_commands(tmp_path, capsys):

@@ -49,6 +49,7 @@ batch_size = 64
 [retrain]
 lr = 3e-2
 epochs = 3
+min_steps = 0
 batch_size = 64
 patience = 5
 """

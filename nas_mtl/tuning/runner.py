@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas_mtl.errors import ConfigError, NasMtlError, TrainingError
+from nas_mtl.parallel_runs import threads_per_worker
 from nas_mtl.rundir import OUT_MARKER, STUDY_COPY, STUDY_JSON, check_out, prepare_out, safe_name
 from nas_mtl.stages.evaluation import resolve_device
 from nas_mtl.storage import read_json, write_bytes_atomic, write_json_atomic
@@ -45,7 +46,6 @@ from nas_mtl.tuning.store import (
 from nas_mtl.tuning.workers import (
     start_workers,
     stop_workers,
-    threads_per_worker,
     wait_workers,
     worker_command,
 )

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from nas_mtl.parallel_runs import threads_per_worker
+
 log = logging.getLogger(__name__)
 
 
@@ -36,10 +38,6 @@ def worker_command(
     if device is not None:
         cmd += ["--device", device]
     return cmd
-
-
-def threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def start_workers(commands: Sequence[list[str]]) -> list[subprocess.Popen]:
