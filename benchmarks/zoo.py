@@ -24,7 +24,8 @@ and what derive's cap closed, runs no better than a constant, and the wall time.
     python benchmarks/zoo.py [--smoke|--quick] [--out DIR]
 
 ``--smoke``: two tiny configs, one seed, two epochs (checks the script); ``--quick``: five
-configs (both regimes) at at most 1,000 rows, seeds 0–2; no flag: all 24 configs. Runs are kept
+configs (both regimes) at at most 1,000 rows, seeds 0–2; no flag: all 24 configs;
+``--config NAME`` (repeatable): those configs only. Runs are kept
 under ``DIR/zoo/<config>/`` and a rerun resumes them. A table's spaces × seeds run in
 ``--workers`` processes (default one per CPU), each with single-threaded torch
 (``OMP_WAIT_POLICY=PASSIVE``), as every benchmark here.
@@ -455,6 +456,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=os.cpu_count() or 1,
         help="processes that run a table's spaces x seeds side by side (default: one per CPU)",
     )
+    ap.add_argument(
+        "--config",
+        action="append",
+        choices=sorted(FAMILY),
+        metavar="NAME",
+        help="run only this config (repeat the flag for several; --quick caps their rows)",
+    )
     args = ap.parse_args(argv)
     mode = mode_of(args)
     import torch
@@ -467,10 +475,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         seeds: Sequence[int] = (0,)
     elif mode == "quick":
-        chosen = {k: {**FAMILY[k], "n_train": min(FAMILY[k]["n_train"], QUICK_ROWS)} for k in QUICK}
+        names = args.config or QUICK
+        chosen = {k: {**FAMILY[k], "n_train": min(FAMILY[k]["n_train"], QUICK_ROWS)} for k in names}
         seeds = SEEDS
     else:
-        chosen, seeds = FAMILY, SEEDS
+        chosen = {k: FAMILY[k] for k in args.config} if args.config else dict(FAMILY)
+        seeds = SEEDS
     out = out_dir(args)
     root = out / "zoo"
     t0 = time.perf_counter()

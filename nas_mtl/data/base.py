@@ -122,7 +122,8 @@ def _label_problem(spec: TaskSpec, y: Tensor) -> str | None:
     return None
 
 
-def _labels_of(split: SharedSplit | PerTaskSplit, t: int) -> Tensor:
+def task_labels(split: SharedSplit | PerTaskSplit, t: int) -> Tensor:
+    """Task ``t``'s labels in a split (NaN = missing), whichever kind the split is."""
     return split.y[:, t] if isinstance(split, SharedSplit) else split.y[t]
 
 
@@ -174,7 +175,7 @@ class MultiTaskData:
                 f"shape {self.input_shape}"
             )
         for t, spec in enumerate(self.tasks):
-            if not bool((~torch.isnan(_labels_of(self.train, t))).any()):
+            if not bool((~torch.isnan(task_labels(self.train, t))).any()):
                 raise DataError(
                     f"data set '{self.name}': task '{spec.name}' has no labels in the "
                     "training split"
@@ -185,7 +186,7 @@ class MultiTaskData:
         (the counts in the message), and two classes in every binary task's training labels."""
         splits = {"train": self.train, "val": self.val, "test": self.test}
         for t, spec in enumerate(self.tasks):
-            labels = {k: _labels_of(s, t) for k, s in splits.items()}
+            labels = {k: task_labels(s, t) for k, s in splits.items()}
             counts = {k: int((~torch.isnan(y)).sum()) for k, y in labels.items()}
             empty = [k for k, n in counts.items() if n == 0]
             if empty:

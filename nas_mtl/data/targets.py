@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nas_mtl.data.base import MultiTaskData, PerTaskSplit, SharedSplit
+from nas_mtl.data.base import MultiTaskData, PerTaskSplit, SharedSplit, task_labels
 
 __all__ = ["TargetScale", "fit_target_scales", "standardize_targets"]
 
@@ -50,15 +50,11 @@ def _scale_of(y: Tensor) -> TargetScale:
     return TargetScale(mean, std if std > 0 and math.isfinite(std) else 1.0)
 
 
-def _task_labels(split: SharedSplit | PerTaskSplit, t: int) -> Tensor:
-    return split.y[:, t] if isinstance(split, SharedSplit) else split.y[t]
-
-
 def fit_target_scales(data: MultiTaskData) -> dict[str, TargetScale]:
     """Each regression task's scale from its labelled training rows (the data checks ensure
     every task has some)."""
     return {
-        spec.name: _scale_of(_task_labels(data.train, t))
+        spec.name: _scale_of(task_labels(data.train, t))
         for t, spec in enumerate(data.tasks)
         if spec.type == "regression"
     }

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit, shared_batches
+from nas_mtl.data.base import task_labels
 from nas_mtl.errors import ConfigError
 from nas_mtl.tasks import TaskSpec
 
@@ -181,11 +182,6 @@ def evaluate(
         metrics[t.name] = t.evaluate(out, y)
     model.train(was_training)
     return Evaluation(metrics=metrics, losses=losses)
-
-
-def task_labels(split: SharedSplit | PerTaskSplit, index: int) -> Tensor:
-    """Task ``index``'s labels in a split (NaN = missing)."""
-    return split.y[index] if isinstance(split, PerTaskSplit) else split.y[:, index]
 
 
 def constant_output(task: TaskSpec, train_y: Tensor) -> Tensor:

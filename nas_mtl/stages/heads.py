@@ -23,9 +23,10 @@ import math
 import torch
 
 from nas_mtl.data import MultiTaskData
+from nas_mtl.data.base import task_labels
 from nas_mtl.model.components import BatchedTowers
 from nas_mtl.model.supernet import Supernet
-from nas_mtl.stages.evaluation import constant_output, task_labels
+from nas_mtl.stages.evaluation import constant_output
 
 # the output weights' share of their usual initialization (the module docstring)
 RETRAIN_WEIGHT_SCALE = 0.1
