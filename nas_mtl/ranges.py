@@ -26,6 +26,7 @@ TRAINING_RULES: dict[str, Rule] = {
     "patience": AT_LEAST_1,
     "weight_decay": NON_NEGATIVE,
     "threads": AT_LEAST_0,
+    "checkpoint_every_s": NON_NEGATIVE,
 }
 
 

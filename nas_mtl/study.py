@@ -116,6 +116,9 @@ class SearchConfig:
     # intra-op threads on the CPU; 0: 1, 2, 4, … up to torch's count by the step's forward
     # FLOPs, a fixed rule so that a run repeats bit for bit (docs/speed.md, "Threads")
     threads: int = 0
+    # write the resumable checkpoint at most this often (seconds; and after the last epoch),
+    # so a kill loses at most this much training; 0: after every epoch (docs/runs.md)
+    checkpoint_every_s: float = 10.0
 
     def __post_init__(self) -> None:
         where = "[search]"

@@ -96,6 +96,7 @@ class RetrainConfig:
     # saves in short runs (docs/speed.md)
     compile: bool = False
     threads: int = 0  # intra-op threads on the CPU; 0: by the step's FLOPs, as in [search]
+    checkpoint_every_s: float = 10.0  # resumable checkpoints at most this often, as in [search]
     # "scratch": fresh weights (the papers' protocol); "search": start from the searched
     # supernet's weights, so a few epochs fine-tune what the search trained (docs/search.md,
     # "Warm start"); spaces without a search start from scratch either way

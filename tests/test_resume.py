@@ -29,12 +29,14 @@ snr_trans = { subnetworks = 3, width = 16 }
 epochs = 8
 batch_size = 32
 patience = 20
+checkpoint_every_s = 0  # a checkpoint after every epoch, to be killed after one
 
 [retrain]
 epochs = 8
 batch_size = 32
 lr = 1e-2
 patience = 20
+checkpoint_every_s = 0
 """
 RUN = Path("default/snr_trans/seed_0")
 

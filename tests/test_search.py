@@ -15,6 +15,7 @@ from nas_mtl.model.cost import graph_costs
 from nas_mtl.model.spaces import build_space
 from nas_mtl.model.supernet import Supernet
 from nas_mtl.stages.batches import halves
+from nas_mtl.stages.checkpoint import load_checkpoint
 from nas_mtl.stages.derive import (
     Targets,
     capped_decisions,
@@ -167,6 +168,7 @@ def test_early_stopping_and_epoch_records(data):
         patience=2,
         warmup=0.0,
         anneal=0.1,
+        target_open=None,  # without a target, epochs are selectable once annealed
     )
     result = search(_net(data, subnetworks=2, width=4), data, cfg, on_epoch=seen.append)
     # annealing ends with epoch 1's first step: epochs 1.. are selectable; nothing can improve
@@ -176,6 +178,30 @@ def test_early_stopping_and_epoch_records(data):
     gates = seen[0]["gates"]
     assert {g["kind"] for g in gates} == {"hard_concrete"}
     assert torch.tensor(gates[0]["open_probability"]).shape == (1, 2, 2)
+
+
+def test_an_epoch_the_cap_would_decide_is_never_selected(data, tmp_path):
+    # frozen gates stay open (P ≈ 0.9): every epoch meets target_open = 0.4 only by derive's
+    # cap, so none is selectable, annealed or not; the last epoch is kept and saved as best
+    cfg = SearchConfig(epochs=4, batch_size=128, lr_arch=1e-30, warmup=0.0, anneal=0.25)
+    result = search(_net(data, subnetworks=2, width=4), data, cfg, run_dir=tmp_path)
+    assert [r["annealed"] for r in result.history][-1]
+    assert all(r["cap_closed"] > cfg.target_tolerance for r in result.history)
+    assert not any(r["eligible"] for r in result.history)
+    assert result.best_epoch == len(result.history) - 1
+    best = load_checkpoint(tmp_path / "checkpoints" / "search_best.pt")
+    assert best["epoch"] == len(result.history) - 1
+    for name, value in result.supernet.state_dict().items():
+        assert torch.equal(best["model"][name], value), name
+    assert any("never approached target_open" in w for w in result.warnings)
+
+
+def test_selectable_epochs_leave_the_cap_at_most_the_tolerance(data):
+    cfg = SearchConfig(epochs=6, batch_size=64, warmup=0.0, patience=10, target_tolerance=0.05)
+    result = search(_net(data, subnetworks=3, width=4), data, cfg)
+    for r in result.history:
+        meets = r["greedy_open_fraction"] <= 0.45 and r["cap_closed"] <= 0.05
+        assert r["eligible"] == meets, r["epoch"]
 
 
 def test_early_stopping_waits_for_the_end_of_annealing(data):

@@ -89,7 +89,8 @@ def from_per_task_arrays(
     for t, spec in enumerate(tasks):
         where = f"data set '{name}', task '{spec.name}'"
         xt = torch.as_tensor(x[t]).to(torch.float32)
-        yt = torch.as_tensor(y[t]).to(torch.float32)
+        yt = torch.as_tensor(y[t])  # float64 labels stay so until standardized (data/targets.py)
+        yt = yt if yt.dtype == torch.float64 else yt.to(torch.float32)
         if yt.dim() != 1 or xt.dim() < 2 or xt.shape[0] != yt.shape[0]:
             raise DataError(
                 f"{where}: inputs and labels have unequal lengths or wrong ranks: x "

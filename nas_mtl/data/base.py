@@ -34,11 +34,16 @@ __all__ = [
 ]
 
 
-def _check_float(t: Tensor, what: str) -> None:
+def _check_float(t: Tensor, what: str, labels: bool = False) -> None:
+    """Inputs are float32; labels may also be float64 until they are standardized
+    (``nas_mtl.data.targets``), so that labels in a user's units (a mean of 1000, a scale of
+    0.01) reach the model's units with the precision they came with."""
     if not isinstance(t, Tensor):
         raise DataError(f"{what} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype != torch.float32:
-        raise DataError(f"{what} must be float32, got {t.dtype}; convert with .float()")
+    allowed = (torch.float32, torch.float64) if labels else (torch.float32,)
+    if t.dtype not in allowed:
+        need = "float32 (or float64)" if labels else "float32"
+        raise DataError(f"{what} must be {need}, got {t.dtype}; convert with .float()")
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class SharedSplit:
 
     def __post_init__(self) -> None:
         _check_float(self.x, "SharedSplit.x")
-        _check_float(self.y, "SharedSplit.y")
+        _check_float(self.y, "SharedSplit.y", labels=True)
         object.__setattr__(self, "x", self.x.contiguous())
         object.__setattr__(self, "y", self.y.contiguous())
         if self.y.dim() != 2:
@@ -85,7 +90,7 @@ class PerTaskSplit:
             )
         for t, (x, y) in enumerate(zip(self.x, self.y, strict=True)):
             _check_float(x, f"PerTaskSplit.x[{t}]")
-            _check_float(y, f"PerTaskSplit.y[{t}]")
+            _check_float(y, f"PerTaskSplit.y[{t}]", labels=True)
             if y.dim() != 1 or x.dim() < 2 or x.shape[0] != y.shape[0]:
                 raise DataError(
                     f"PerTaskSplit task {t}: x and y have unequal lengths or wrong ranks: "

@@ -195,6 +195,10 @@ def synthetic(
             (the same task set in a user's units: metrics scale, relatedness does not).
         binary: indices of tasks (in group order) whose label is ``1[y > 0]`` instead of
             ``y``: binary tasks of the same relatedness (``y`` has mean about 0).
+
+    Labels are float64, as a user's would be before standardization (``nas_mtl.data.targets``
+    stores them as float32 once in the model's units), so ``label_scale`` and ``label_offset``
+    change no training target.
     """
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         check_int("synthetic", name, value, minimum=1 if name == "n_train" else 0)
@@ -218,14 +222,15 @@ def synthetic(
             x = rng.standard_normal((n, input_dim))
             eps = noise * rng.standard_normal((n, w.shape[0]))
             y = labels(_targets(x, w, alpha, beta, eps), is_binary)  # (N, T)
-            splits.append(SharedSplit(_f32(x), _f32(y)))
+            splits.append(SharedSplit(_f32(x), torch.from_numpy(y.astype(np.float64))))
             continue
         xs, ys = [], []
         for t in range(w.shape[0]):  # task t's rows: x drawn for it alone
             x = rng.standard_normal((n, input_dim))
             eps = noise * rng.standard_normal((n, 1))
             xs.append(_f32(x))
-            ys.append(_f32(labels(_targets(x, w[t : t + 1], alpha, beta, eps)[:, 0], is_binary[t])))
+            y = labels(_targets(x, w[t : t + 1], alpha, beta, eps)[:, 0], is_binary[t])
+            ys.append(torch.from_numpy(y.astype(np.float64)))
         splits.append(PerTaskSplit(tuple(xs), tuple(ys)))
     names = [f"g{g}_t{j}" for g, size in enumerate(groups) for j in range(size)]
     tasks = tuple(

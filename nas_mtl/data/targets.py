@@ -10,6 +10,13 @@ mapped back to the user's units ``mean_t + std_t · output``: metrics, reports, 
 the exported model. Losses, the validation objective and the constant prediction's objective
 stay in the model's units, where a task's MSE is its share of unexplained variance.
 
+Labels may arrive as float64 (the ``synthetic`` generator, arrays a user passes as float64):
+they are standardized in float64 and only then stored as float32, so the same labels in other
+units (``y · 100 + 1000``) give the same float32 training targets, bit for bit in all but a
+few rows in a million, and the same run (float32 storage first would round ``1000 + 100 y``
+to ~6e-5, a 1e-6 perturbation of every standardized label, enough to move a retrain's test
+MSE by tens of percent: the zoo's "units Δ" column measured that; docs/data.md).
+
 Binary and multiclass labels are class codes and are never rescaled.
 """
 
@@ -67,23 +74,21 @@ def _rescaled(
         return ((y.double() - s.mean) / s.std).float()
 
     if isinstance(split, SharedSplit):
-        y = split.y.clone()
+        y = split.y.to(torch.float32, copy=True)  # class codes and NaN are exact in float32
         for t, s in index.items():
             y[:, t] = scaled(split.y[:, t], s)
         return SharedSplit(split.x, y)
-    ys = tuple(scaled(y, index[t]) if t in index else y for t, y in enumerate(split.y))
+    ys = tuple(scaled(y, index[t]) if t in index else y.float() for t, y in enumerate(split.y))
     return PerTaskSplit(split.x, ys)
 
 
 def standardize_targets(data: MultiTaskData) -> MultiTaskData:
-    """``data`` with every regression task's labels in the model's units, its scales kept in
-    ``data.targets``; data already standardized (or without regression tasks) come back as
-    they are, so calling this twice is harmless."""
+    """``data`` with every regression task's labels in the model's units (float32), its
+    scales kept in ``data.targets``; data already standardized come back as they are, so
+    calling this twice is harmless."""
     if data.targets is not None:
         return data
     scales = fit_target_scales(data)
-    if not scales:
-        return dataclasses.replace(data, targets={})
     index = {t: scales[spec.name] for t, spec in enumerate(data.tasks) if spec.name in scales}
     return dataclasses.replace(
         data,

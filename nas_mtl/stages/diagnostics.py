@@ -51,6 +51,13 @@ def search_warnings(record: dict[str, Any], targets: Targets) -> list[str]:
             f"probable ones to meet target_open = {target}; raise [search] min_steps or epochs "
             f"to let the search itself choose"
         )
+    closed = record.get("cap_closed", 0.0)
+    if target is not None and greedy <= target + 0.05 and closed > targets.tolerance:
+        out.append(
+            f"derive's cap closed {closed:.0%} of the pairs beyond the gates' own decisions "
+            f"(more than target_tolerance = {targets.tolerance}): no epoch met target_open = "
+            f"{target} by the gates alone; raise [search] min_steps or epochs"
+        )
     macs = record.get("greedy_macs")
     if targets.macs is not None and macs is not None and macs > targets.macs * 1.05:
         out.append(

@@ -18,7 +18,7 @@ from pathlib import Path
 import networkx as nx
 import torch
 
-from nas_mtl.data import MultiTaskData
+from nas_mtl.data import MultiTaskData, standardize_targets
 from nas_mtl.model.supernet import Supernet, learned_gates
 from nas_mtl.stages.batches import epochs_for_steps, steps_in_epoch
 from nas_mtl.stages.evaluation import Evaluation, evaluate, resolve_device
@@ -92,6 +92,7 @@ def retrain(
     search derived ``graph``, when that supernet had gates to search.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
+    data = standardize_targets(data)  # a no-op for data the pipeline loaded
     cfg = with_min_steps(cfg, data)
     model = build_model(graph, seed, data.regime)
     if cfg.init == "search" and searched is not None and learned_gates(searched):

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit
+from nas_mtl.data import MultiTaskData, PerTaskSplit, SharedSplit, standardize_targets
 from nas_mtl.errors import ConfigError
 from nas_mtl.model.schedules import SchedulePosition
 from nas_mtl.model.supernet import Supernet, hold_gates_open, learned_gates
@@ -265,16 +265,23 @@ class ArchitectureStep(TrainingHooks):
         decisions = capped_decisions(self.net, self.targets.within(self.net))
         chosen = score_architecture(self.net, self.data, decisions, device)
         annealed = self.position.progress >= 1.0
-        # the search itself must have closed the gates (or finished annealing): an epoch
-        # whose architecture meets the cap only by derive's pruning is not selectable
+        # the search itself must have closed the gates: an epoch whose architecture meets the
+        # targets only by derive's pruning (more than `tolerance` of the pairs closed by the
+        # cap) is not selectable, annealed or not (without targets: once annealed);
+        # docs/search.md, "Selection"
         near = self.targets.near(self.net)
-        meets = near is not None and near(greedy_edges)
+        cap_closed = max(0.0, greedy - chosen.open_fraction)
+        selectable = (
+            annealed
+            if near is None
+            else near(greedy_edges) and cap_closed <= self.targets.tolerance
+        )
         record = {
             "warmup": self.warm,
             "open_fraction": chosen.open_fraction,
             "greedy_open_fraction": greedy,
             # what derive's cap had to close beyond the gates' own decisions (docs/search.md)
-            "cap_closed": max(0.0, greedy - chosen.open_fraction),
+            "cap_closed": cap_closed,
             "macs": derived_macs(self.net, chosen.derived),
             "greedy_macs": derived_macs(self.net, greedy_edges),
             "derived_val_objective": chosen.val_objective,
@@ -287,7 +294,7 @@ class ArchitectureStep(TrainingHooks):
         # early stopping waits for the end of annealing: a plateau of the relaxed supernet
         # says nothing about allocations that are still moving (docs/search.md, "Selection")
         return EpochVerdict(
-            chosen.val_objective, not self.warm and (meets or annealed), record, may_stop=annealed
+            chosen.val_objective, not self.warm and selectable, record, may_stop=annealed
         )
 
     def state(self) -> dict[str, Any]:
@@ -439,6 +446,7 @@ def search(
     mean gradient affinity is returned and written to ``run_dir/affinity.json``.
     """
     run_dir = Path(run_dir) if run_dir is not None else None
+    data = standardize_targets(data)  # a no-op for data the pipeline loaded
     cfg = with_min_steps(cfg, data)
     step = ArchitectureStep(supernet, data, cfg)
     fit = train(

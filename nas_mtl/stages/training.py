@@ -144,6 +144,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False  # bf16 autocast on CUDA
     keep_checkpoints: int = 2
+    checkpoint_every_s: float = 0.0  # 0: after every epoch
     compile: bool = False  # torch.compile the training forward (docs/speed.md)
     threads: int = 0  # intra-op threads on the CPU; 0: by the step's FLOPs (stages/threads.py)
 
@@ -157,6 +158,7 @@ _SHARED_FIELDS = (
     "device",
     "compile",
     "threads",
+    "checkpoint_every_s",
 )
 
 
@@ -297,6 +299,9 @@ def train_loop(
             best_state = load_checkpoint(best_file, dev)["model"]
         log.info("%s: resuming after epoch %d from %s", stem, state["epoch"], last)
     epoch = first - 1
+    # checkpoints at most every checkpoint_every_s seconds (and after the last epoch): one per
+    # epoch cost a small retraining a fifth of its time (docs/speed.md, "Checkpoints")
+    saved_at, saved_best = time.perf_counter(), stopper.best_epoch
     bar = tqdm(
         range(first, cfg.epochs if not done else first),
         desc=stem,
@@ -361,11 +366,19 @@ def train_loop(
         if log_path is not None and main:
             append_jsonl(log_path, record)
         stop = stopper.should_stop and verdict.may_stop
-        if checkpoint_dir is not None and main:
+        last_epoch = stop or epoch == cfg.epochs - 1
+        due = time.perf_counter() - saved_at >= cfg.checkpoint_every_s
+        if checkpoint_dir is not None and main and (due or last_epoch):
+            # the best model first: a crash between the two writes then leaves a best file
+            # that the resumed run rewrites, never an epoch checkpoint pointing past it
+            if stopper.best_epoch > saved_best:
+                best = {"epoch": stopper.best_epoch, "model": best_state}
+                save_atomic(best, checkpoint_dir / f"{stem}_best.pt")
+                saved_best = stopper.best_epoch
             state = {
                 "epoch": epoch,
                 "step": step,
-                "done": stop or epoch == cfg.epochs - 1,
+                "done": last_epoch,
                 "model": net.state_dict(),
                 "w_opt": w_opt.state_dict(),
                 "rng": torch.get_rng_state(),
@@ -377,8 +390,7 @@ def train_loop(
             }
             save_atomic(state, checkpoint_dir / f"{stem}_epoch_{epoch:03d}.pt")
             prune_epoch_checkpoints(checkpoint_dir, stem, cfg.keep_checkpoints)
-            if improved:
-                save_atomic(state, checkpoint_dir / f"{stem}_best.pt")
+            saved_at = time.perf_counter()
         if on_epoch is not None:
             on_epoch(record)
         bar.set_postfix(_postfix(record))
@@ -388,8 +400,8 @@ def train_loop(
             break
     if best_state is None:  # no eligible epoch (stopped early): keep the last one
         best_state = copy.deepcopy(net.state_dict())
-        if checkpoint_dir is not None and main:
-            save_atomic({"epoch": epoch, "model": best_state}, checkpoint_dir / f"{stem}_best.pt")
+    if stopper.best_epoch < 0 and checkpoint_dir is not None and main:  # no selectable epoch
+        save_atomic({"epoch": epoch, "model": best_state}, checkpoint_dir / f"{stem}_best.pt")
     net.load_state_dict(best_state)
     distributed.check_in_sync(net, stem)
     return FitResult(
