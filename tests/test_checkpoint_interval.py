@@ -17,14 +17,14 @@ def data():
     return load_dataset("synthetic", n_train=128, n_val=32, n_test=32, input_dim=8, groups=[2])
 
 
-def _fit(data, tmp_path, every: float):
+def _fit(data, tmp_path, every: float, resume: bool = False):
     torch.manual_seed(0)
     dims = {t.name: t.out_dim for t in data.tasks}
     net = Supernet(build_space("shared_bottom", data.input_shape, dims))
     cfg = TrainConfig(
         epochs=5, batch_size=32, lr=1e-2, patience=50, keep_checkpoints=2, checkpoint_every_s=every
     )
-    return train(net, data, cfg, checkpoint_dir=tmp_path, stem="retrain")
+    return train(net, data, cfg, checkpoint_dir=tmp_path, stem="retrain", resume=resume)
 
 
 @pytest.mark.parametrize(
@@ -46,10 +46,7 @@ def test_checkpoints_by_time_keep_the_last_epoch_and_the_best_model(
 
 def test_a_run_checkpointed_by_time_resumes_to_the_same_model(data, tmp_path):
     first = _fit(data, tmp_path, 1e9)
-    dims = {t.name: t.out_dim for t in data.tasks}
-    net = Supernet(build_space("shared_bottom", data.input_shape, dims))
-    cfg = TrainConfig(epochs=5, batch_size=32, lr=1e-2, patience=50, checkpoint_every_s=1e9)
-    again = train(net, data, cfg, checkpoint_dir=tmp_path, stem="retrain", resume=True)
+    again = _fit(data, tmp_path, 1e9, resume=True)
     assert again.best_epoch == first.best_epoch
     for name, value in first.model.state_dict().items():
         assert torch.equal(again.model.state_dict()[name], value), name
